@@ -1,0 +1,48 @@
+"""The protocol every backend follows, and the choice between them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from crossrank.tokenize import EncodedPair
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs the cross-encoder on one batch of encoded pairs and returns one float32 logit per pair, on the CPU.
+
+    ``padded`` says how the batch packer should count a batch's cost: padded to its longest sequence, or packed.
+    """
+
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    padded: bool
+
+    def forward(self, batch: Sequence[EncodedPair]) -> torch.Tensor: ...
+
+
+def create_backend(kind: str, model: Any, *, pad_token_id: int, device: torch.device, dtype: torch.dtype) -> Backend:
+    """``padded`` runs any Hugging Face sequence classifier; ``packed`` the XLM-R/BERT family without padding;
+    ``auto`` picks packed where it knows the architecture, padded elsewhere."""
+    from crossrank.backends.padded import PaddedBackend
+
+    if kind == "padded":
+        return PaddedBackend(model, pad_token_id=pad_token_id, device=device, dtype=dtype)
+    if kind in ("packed", "auto"):
+        try:
+            from crossrank.backends.packed import PackedBackend, supports
+        except ImportError:
+            if kind == "packed":
+                raise
+        else:
+            if supports(model):
+                return PackedBackend(model, device=device, dtype=dtype)
+            if kind == "packed":
+                arch = type(model).__name__
+                raise ValueError(f"backend='packed' does not know {arch}; use backend='padded' or 'auto'")
+        return PaddedBackend(model, pad_token_id=pad_token_id, device=device, dtype=dtype)
+    raise ValueError(f"unknown backend {kind!r}: use auto, packed or padded")

@@ -1,0 +1,50 @@
+"""Validation of what callers pass in: clear errors that name the culprit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def check_query(query: Any) -> str:
+    if query is None:
+        raise TypeError("query is None: pass the question or search text as a string")
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, not {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty: pass the question or search text to rank the passages against")
+    return query
+
+
+def check_passages(passages: Any) -> list[str]:
+    if passages is None:
+        raise TypeError("passages is None: pass a list of strings (an empty list gives an empty result)")
+    if isinstance(passages, (str, bytes)):
+        raise TypeError("passages must be a list of strings, not a single string: wrap it as [passage]")
+    if not isinstance(passages, Sequence):
+        raise TypeError(f"passages must be a list of strings, not {type(passages).__name__}")
+    for i, p in enumerate(passages):
+        if not isinstance(p, str):
+            raise TypeError(f"passages[{i}] must be a string, not {type(p).__name__}")
+    return list(passages)
+
+
+def check_pairs(pairs: Any) -> list[tuple[str, str]]:
+    """Accept ``[(q, p), ...]`` or a single ``(q, p)`` / ``[q, p]`` pair, like FlagReranker."""
+    if pairs is None:
+        raise TypeError("pairs is None: pass a list of (query, passage) pairs")
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a list of (query, passage) pairs, not {type(pairs).__name__}")
+    if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+        pairs = [pairs]
+    out: list[tuple[str, str]] = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"pairs[{i}] must be a (query, passage) pair of two strings, not {pair!r:.80}")
+        q, p = pair
+        if not isinstance(q, str):
+            raise TypeError(f"pairs[{i}][0] (the query) must be a string, not {type(q).__name__}")
+        if not isinstance(p, str):
+            raise TypeError(f"pairs[{i}][1] (the passage) must be a string, not {type(p).__name__}")
+        out.append((q, p))
+    return out

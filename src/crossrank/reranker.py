@@ -1,0 +1,157 @@
+"""The synchronous library API: :class:`Reranker` with ``rerank``, ``score`` and FlagReranker's ``compute_score``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from crossrank.backends.base import Backend, create_backend
+from crossrank.devices import dtype_name, resolve_device, resolve_dtype
+from crossrank.inputs import check_pairs, check_passages, check_query
+from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
+from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
+from crossrank.scoring import ProgressCallback, run_batches
+from crossrank.settings import ModelSettings
+from crossrank.tokenize import EncodedPair, PairEncoder
+
+log = logging.getLogger(__name__)
+
+LONG_PASSAGE_MODES = ("truncate", "chunk")
+
+
+class Reranker:
+    """Score (query, passage) pairs with a cross-encoder, exactly as FlagEmbedding's ``FlagReranker`` does.
+
+    >>> r = Reranker("BAAI/bge-reranker-v2-m3")                 # doctest: +SKIP
+    >>> r.rerank("capital of France?", ["Paris is the capital.", "Lyon has food."], top_k=1)  # doctest: +SKIP
+    [RerankResult(index=0, score=0.99..., raw_score=5.1..., text='Paris is the capital.', chunk=0)]
+
+    ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
+    ``long_passages``: ``truncate`` (the reference's behaviour) or ``chunk`` (score windows of the passage that fit
+    beside the query, ``chunk_overlap`` tokens apart, and keep the best).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_length: int = 512,
+        query_max_length: int | None = None,
+        max_batch_tokens: int = 16384,
+        backend: str = "auto",
+        long_passages: str = "truncate",
+        chunk_overlap: int = 32,
+        models_dir: str = "models",
+    ) -> None:
+        if long_passages not in LONG_PASSAGE_MODES:
+            raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be at least 1")
+        if chunk_overlap < 0:
+            raise ValueError("chunk_overlap must be 0 or more")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        started = time.perf_counter()
+        self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
+        self.tokenizer, self.model = load_model(self.resolved.path, model, dtype=self.dtype, device=self.device)
+        self.load_seconds = time.perf_counter() - started
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and config.model_type in ("xlm-roberta", "roberta", "camembert"):
+            limit -= config.pad_token_id + 1  # RoBERTa positions start after the padding index
+        self.encoder = PairEncoder(
+            self.tokenizer, max_length=max_length, query_max_length=query_max_length, model_max_length=limit
+        )
+        self.backend: Backend = create_backend(
+            backend, self.model, pad_token_id=self.tokenizer.pad_token_id or 0, device=self.device, dtype=self.dtype
+        )
+        self.settings = ModelSettings(
+            model=model, device=str(self.device), dtype=dtype_name(self.dtype), max_length=max_length,
+            query_max_length=self.encoder.query_max_length, max_batch_tokens=max_batch_tokens,
+            backend=self.backend.name, long_passages=long_passages, chunk_overlap=chunk_overlap, models_dir=models_dir,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> Reranker:
+        return cls(
+            settings.model, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
+            query_max_length=settings.query_max_length, max_batch_tokens=settings.max_batch_tokens,
+            backend=settings.backend, long_passages=settings.long_passages, chunk_overlap=settings.chunk_overlap,
+            models_dir=settings.models_dir,
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
+
+    def describe(self) -> dict[str, Any]:
+        """Model, device, dtype and limits, for reports and the service's /info."""
+        return {
+            "model": self.model_name, "path": str(self.resolved.path), "source": self.resolved.source,
+            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.name,
+            "max_length": self.max_length, "query_max_length": self.encoder.query_max_length,
+            "max_batch_tokens": self.settings.max_batch_tokens, "long_passages": self.settings.long_passages,
+        }
+
+    def encode(self, pairs: Sequence[tuple[str, str]], long_passages: str | None = None) -> list[EncodedPair]:
+        """Tokenise pairs into model sequences (several per pair when long passages are chunked)."""
+        mode = long_passages or self.settings.long_passages
+        if mode not in LONG_PASSAGE_MODES:
+            raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {mode!r}")
+        if mode == "chunk":
+            return self.encoder.encode_chunked(pairs, overlap=self.settings.chunk_overlap)
+        return self.encoder.encode(pairs)
+
+    def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
+                    progress: ProgressCallback | None) -> tuple[list[float], list[int]]:
+        if not pairs:
+            return [], []
+        encoded = self.encode(pairs, long_passages)
+        logits = run_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
+        if len(encoded) == len(pairs):
+            return logits, [0] * len(pairs)
+        return aggregate_chunks([e.pair for e in encoded], [e.chunk for e in encoded], logits, len(pairs))
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
+              progress: ProgressCallback | None = None) -> list[float]:
+        """One score per (query, passage) pair, in input order; sigmoid-normalised to [0, 1] unless ``normalize=False``."""
+        checked = check_pairs(pairs)
+        raw, _ = self._raw_scores(checked, long_passages, progress)
+        return finalize(raw, normalize)
+
+    def compute_score(self, sentence_pairs: Any, normalize: bool = False, **_: Any) -> list[float]:
+        """FlagReranker-compatible: ``compute_score([q, p])`` or ``compute_score([[q, p], ...])`` → list of floats.
+
+        Raw logits by default, as FlagReranker; ``normalize=True`` applies the sigmoid. Extra FlagReranker keyword
+        arguments (``batch_size``…) are accepted and ignored: batching here is by token budget.
+        """
+        return self.score(sentence_pairs, normalize=normalize)
+
+    def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
+               long_passages: str | None = None, progress: ProgressCallback | None = None) -> list[RerankResult]:
+        """Rank ``passages`` against ``query``, best first; an empty list of passages gives an empty result."""
+        check_query(query)
+        texts = check_passages(passages)
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        raw, chunks = self._raw_scores([(query, p) for p in texts], long_passages, progress)
+        return rank(raw, texts, chunks, top_k)
+
+    def __repr__(self) -> str:
+        return f"Reranker({self.model_name!r}, device={str(self.device)!r}, dtype={dtype_name(self.dtype)!r})"
+
+    def close(self) -> None:
+        """Free the model's memory (the object is unusable afterwards)."""
+        del self.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
