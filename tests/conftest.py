@@ -19,14 +19,16 @@ def tokenizer_for_tests():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_for_tests) -> Path:  # type: ignore[no-untyped-def]
     """2 layers, hidden 32: fast enough for every test that needs a model."""
-    return build_random_reranker(tmp_path_factory.mktemp("tiny") / "tiny-reranker", tokenizer=tokenizer_for_tests)
+    return build_random_reranker(
+        tmp_path_factory.mktemp("tiny") / "tiny-reranker", init_std=0.3, tokenizer=tokenizer_for_tests
+    )
 
 
 @pytest.fixture(scope="session")
 def mid_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_for_tests) -> Path:  # type: ignore[no-untyped-def]
     """4 layers, hidden 256: big enough that truncation and batching paths matter numerically."""
     return build_random_reranker(
-        tmp_path_factory.mktemp("mid") / "mid-reranker", layers=4, hidden=256, heads=4, seed=1,
+        tmp_path_factory.mktemp("mid") / "mid-reranker", layers=4, hidden=256, heads=4, seed=1, init_std=0.3,
         tokenizer=tokenizer_for_tests,
     )
 

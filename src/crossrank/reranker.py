@@ -124,7 +124,7 @@ class Reranker:
 
     def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
               progress: ProgressCallback | None = None) -> list[float]:
-        """One score per (query, passage) pair, in input order; sigmoid-normalised to [0, 1] unless ``normalize=False``."""
+        """One score per (query, passage) pair, in input order; sigmoid-normalised to [0, 1] unless told not to."""
         checked = check_pairs(pairs)
         raw, _ = self._raw_scores(checked, long_passages, progress)
         return finalize(raw, normalize)

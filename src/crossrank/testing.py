@@ -12,13 +12,15 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 EN_WORDS = (
-    "the a of to in is and for on with as by at from that this which model search query passage document answer "
-    "question retrieval rank score vector keyword screen repair phone apple samsung capital city china beijing "
-    "shanghai vitamin deficiency symptoms bone pain muscle fatigue python pandas excel file read skip rows library "
-    "data analysis network neural learning machine language large small fast slow engine battery river mountain "
-    "history science music weather coffee train airport hospital market school garden energy solar wind ocean"
+    "the a of to in is and for on with as by at from that this which model search query passage document "
+    "answer question retrieval rank score vector keyword screen repair phone apple samsung capital city "
+    "china beijing shanghai vitamin deficiency symptoms bone pain muscle fatigue python pandas excel "
+    "file read skip rows library data analysis network neural learning machine language large small fast "
+    "slow engine battery river mountain history science music weather coffee train airport hospital "
+    "market school garden energy solar wind ocean "
 ).split()
 ZH_CHARS = (
     "人工智能的发展趋势机器学习是一个分支中国首都哪里北京政治中心上海最大城市机场位于市区东部如何更换屏幕官方售后网点"
@@ -41,7 +43,7 @@ def generated_sentences(n: int = 600, seed: int = 0) -> Iterator[str]:
             yield " ".join(words) + " " + "".join(rng.choice(ZH_CHARS) for _ in range(5)) + rng.choice(EMOJI)
 
 
-def train_tokenizer(vocab_size: int = 1000, seed: int = 0):  # type: ignore[no-untyped-def]
+def train_tokenizer(vocab_size: int = 1000, seed: int = 0) -> Any:
     """An XLM-R tokenizer (Unigram, metaspace) trained on generated sentences, with XLM-R's special token ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import XLMRobertaTokenizer
@@ -69,16 +71,21 @@ def build_random_reranker(
     max_positions: int = 514,
     vocab_size: int = 1000,
     seed: int = 0,
-    tokenizer=None,  # type: ignore[no-untyped-def]
+    init_std: float = 0.02,
+    tokenizer: Any = None,
 ) -> Path:
-    """Save a random one-logit XLM-R cross-encoder and its tokenizer to ``path`` and return the path."""
+    """Save a random one-logit XLM-R cross-encoder and its tokenizer to ``path`` and return the path.
+
+    ``init_std`` is the spread of the random weights: 0.02 (Hugging Face's default) gives realistic activations for
+    benchmarks but near-identical scores; tests use ~0.3 so that scores spread out and orderings are meaningful.
+    """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     path = Path(path)
     tokenizer = tokenizer if tokenizer is not None else train_tokenizer(vocab_size, seed)
     tokenizer.model_max_length = max_positions - 2
-    config = XLMRobertaConfig(
+    config = XLMRobertaConfig(  # type: ignore[call-arg]
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -94,9 +101,11 @@ def build_random_reranker(
     )
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(config)
-    # A wider head than the default init so scores spread out and ranking differences are visible.
-    with torch.no_grad():
-        model.classifier.out_proj.weight.normal_(0.0, 1.0)
+    if init_std != config.initializer_range:
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() > 1:
+                    param.normal_(0.0, init_std)
     model.eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)

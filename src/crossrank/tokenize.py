@@ -1,7 +1,7 @@
 """Pair encoding identical to FlagReranker's, through the fast tokenizer's batch API, and long-passage chunking.
 
-FlagReranker encodes a pair as: query ids cut to ``query_max_length``; passage ids cut to ``max_length``; both joined with
-the model's special tokens and the passage cut again (``only_second``) so the pair fits ``max_length``. We do the same
+FlagReranker encodes a pair as: query ids cut to ``query_max_length``; passage ids cut to ``max_length``; both
+joined with the model's special tokens and the passage cut again (``only_second``) so the pair fits ``max_length``. We do the same
 with one batched tokenizer call for all queries and one for all passages, and join ids in Python.
 """
 
@@ -132,7 +132,9 @@ class PairEncoder:
         p_ids = self._ids([p for _, p in pairs], self.max_length)
         return [self._join(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))]
 
-    def encode_chunked(self, pairs: Sequence[tuple[str, str]], overlap: int, max_chunks: int | None = None) -> list[EncodedPair]:
+    def encode_chunked(
+        self, pairs: Sequence[tuple[str, str]], overlap: int, max_chunks: int | None = None
+    ) -> list[EncodedPair]:
         """Split each passage into windows that fit beside its query, ``overlap`` tokens shared by neighbours.
 
         The first window is exactly what truncation keeps, so a passage that fits gives the same score either way.

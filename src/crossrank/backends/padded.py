@@ -1,4 +1,4 @@
-"""The reference path: any Hugging Face sequence-classification cross-encoder, on batches padded to their longest pair."""
+"""The reference path: any Hugging Face sequence-classification cross-encoder, batches padded to their longest pair."""
 
 from __future__ import annotations
 
