@@ -1,8 +1,8 @@
 """Pair encoding identical to FlagReranker's, through the fast tokenizer's batch API, and long-passage chunking.
 
 FlagReranker encodes a pair as: query ids cut to ``query_max_length``; passage ids cut to ``max_length``; both
-joined with the model's special tokens and the passage cut again (``only_second``) so the pair fits ``max_length``. We do the same
-with one batched tokenizer call for all queries and one for all passages, and join ids in Python.
+joined with the model's special tokens and the passage cut again (``only_second``) so the pair fits ``max_length``.
+We do the same with one batched tokenizer call for all queries and one for all passages, and join ids in Python.
 """
 
 from __future__ import annotations
