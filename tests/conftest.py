@@ -28,7 +28,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_for_tests
 def mid_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_for_tests) -> Path:  # type: ignore[no-untyped-def]
     """4 layers, hidden 256: big enough that truncation and batching paths matter numerically."""
     return build_random_reranker(
-        tmp_path_factory.mktemp("mid") / "mid-reranker", layers=4, hidden=256, heads=4, seed=1, init_std=0.3,
+        tmp_path_factory.mktemp("mid") / "mid-reranker", layers=4, hidden=256, heads=4, seed=1, init_std=0.1,
         tokenizer=tokenizer_for_tests,
     )
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+CHARS_PER_TOKEN_LIMIT = 100
+"""Texts are cut to ``max_length * 100`` characters before truncating tokenisation (see ``PairEncoder._ids``)."""
+
+
 @dataclass(frozen=True)
 class PairTemplate:
     """The special tokens a tokenizer puts around a pair: ``prefix q middle p suffix``, and their token type ids."""
@@ -21,7 +25,6 @@ class PairTemplate:
     suffix: tuple[int, ...]
     first_type: int
     second_type: int
-    single_suffix: tuple[int, ...]
 
     @property
     def num_special(self) -> int:
@@ -45,15 +48,27 @@ def pair_template(tokenizer: Any) -> PairTemplate:
     i = _find(ids, a)
     j = _find(ids, b, i + len(a))
     types = enc.get("token_type_ids") or [0] * len(ids)
-    single = tokenizer(probe_a, add_special_tokens=True)["input_ids"]
     return PairTemplate(
         prefix=tuple(ids[:i]),
         middle=tuple(ids[i + len(a) : j]),
         suffix=tuple(ids[j + len(b) :]),
         first_type=int(types[i]),
         second_type=int(types[j]),
-        single_suffix=tuple(single[_find(single, a) + len(a) :]),
     )
+
+
+def chunk_windows(n_tokens: int, room: int, overlap: int) -> list[tuple[int, int]]:
+    """``[start, end)`` windows of at most ``room`` tokens covering ``n_tokens``, neighbours sharing ``overlap``.
+
+    >>> chunk_windows(10, 4, 1)
+    [(0, 4), (3, 7), (6, 10)]
+
+    Overlap is capped at half a window.
+    """
+    if n_tokens <= room:
+        return [(0, n_tokens)]
+    stride = room - min(overlap, room // 2)  # at most half a window is shared, so windows always advance
+    return [(s, min(s + room, n_tokens)) for s in range(0, n_tokens - overlap, stride)]
 
 
 @dataclass(frozen=True)
@@ -88,13 +103,20 @@ class PairEncoder:
         if max_length < self.template.num_special + 2:
             raise ValueError(f"max_length={max_length} is too small to hold a query and a passage")
         self.max_length = max_length
-        self.query_max_length = query_max_length if query_max_length is not None else max_length * 3 // 4
-        if not 0 < self.query_max_length <= max_length - self.template.num_special - 1:
+        room = max_length - self.template.num_special - 1
+        # FlagReranker's default is 3/4 of max_length; at tiny max_length that leaves no room for the passage.
+        self.query_max_length = query_max_length if query_max_length is not None else min(max_length * 3 // 4, room)
+        if not 0 < self.query_max_length <= room:
             raise ValueError(
                 f"query_max_length={self.query_max_length} must leave room for a passage within max_length={max_length}"
             )
         self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
         self.truncate_left = getattr(tokenizer, "truncation_side", "right") == "left"
+        # FlagReranker joins ids with `prepare_for_model` where the tokenizer has it (transformers 4). Transformers 5
+        # removed it, and FlagReranker then decodes both id lists and tokenises the pair text again, which differs
+        # from joining ids when text does not survive the round trip (unknown characters, an empty passage). We
+        # follow whichever the reference does with this tokenizer, so scores stay identical to it.
+        self.join_by_text = not callable(getattr(tokenizer, "prepare_for_model", None))
 
     def _ids(self, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
         if not texts:
@@ -102,6 +124,10 @@ class PairEncoder:
         kwargs: dict[str, Any] = {"add_special_tokens": False, "return_attention_mask": False}
         if max_length is not None:
             kwargs.update(truncation=True, max_length=max_length)
+            # The tokenizer reads a whole text before truncating it: a 10 MB passage would take seconds to yield
+            # 512 tokens. Cut the text first, far beyond what max_length tokens can span in ordinary text.
+            limit = max_length * CHARS_PER_TOKEN_LIMIT
+            texts = [t[:limit] for t in texts]
         return list(self.tokenizer(list(texts), **kwargs)["input_ids"])
 
     def encode_queries(self, queries: Sequence[str]) -> list[list[int]]:
@@ -110,27 +136,53 @@ class PairEncoder:
         ids = dict(zip(unique, self._ids(unique, self.query_max_length)))
         return [ids[q] for q in queries]
 
-    def _join(self, q: list[int], p: list[int], pair: int, chunk: int) -> EncodedPair:
+    def _join_ids(self, q: list[int], p: list[int], pair: int, chunk: int) -> EncodedPair:
+        """`prepare_for_model(q, p, truncation="only_second")` without the per-pair Python call."""
         t = self.template
         room = self.max_length - len(q) - t.num_special
         if len(p) > room:
             p = p[len(p) - room :] if self.truncate_left else p[:room]
-        if not p:
-            # FlagReranker (on transformers 5) re-tokenises the decoded pair, and an empty passage then becomes no
-            # second sequence at all: `<s> q </s>`. Match it, since parity with the reference is the contract.
-            ids = [*t.prefix, *q, *t.single_suffix]
-            types = [t.first_type] * len(ids) if self.uses_token_types else None
-            return EncodedPair(ids, types, pair, chunk)
         first = len(t.prefix) + len(q) + len(t.middle)
         ids = [*t.prefix, *q, *t.middle, *p, *t.suffix]
         types = [t.first_type] * first + [t.second_type] * (len(ids) - first) if self.uses_token_types else None
         return EncodedPair(ids, types, pair, chunk)
 
+    def _join_by_text(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
+        """FlagReranker's transformers-5 path: decode both id lists, tokenise the pair text again (batched here)."""
+        tok = self.tokenizer
+        decode: dict[str, Any] = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+        q_text = tok.batch_decode([it[0] for it in items], **decode)
+        p_text = tok.batch_decode([it[1] for it in items], **decode)
+        common: dict[str, Any] = {
+            "add_special_tokens": True, "return_attention_mask": False, "return_token_type_ids": self.uses_token_types
+        }
+        out: list[EncodedPair | None] = [None] * len(items)
+        # An empty passage text makes the reference's call `tokenizer(q, "")`, which encodes the query alone.
+        with_p = [i for i, p in enumerate(p_text) if p]
+        without_p = [i for i, p in enumerate(p_text) if not p]
+        for idx, enc in (
+            (with_p, tok([q_text[i] for i in with_p], [p_text[i] for i in with_p], truncation="only_second",
+                         max_length=self.max_length, **common) if with_p else None),
+            (without_p, tok([q_text[i] for i in without_p], **common) if without_p else None),
+        ):
+            if enc is None:
+                continue
+            types = enc.get("token_type_ids")
+            for k, i in enumerate(idx):
+                out[i] = EncodedPair(list(enc["input_ids"][k]), list(types[k]) if types is not None else None,
+                                     items[i][2], items[i][3])
+        return [e for e in out if e is not None]
+
+    def _join(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
+        if self.join_by_text:
+            return self._join_by_text(items)
+        return [self._join_ids(*item) for item in items]
+
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
         """One sequence per pair, the passage truncated to fit (FlagReranker's behaviour)."""
         q_ids = self.encode_queries([q for q, _ in pairs])
         p_ids = self._ids([p for _, p in pairs], self.max_length)
-        return [self._join(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))]
+        return self._join([(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))])
 
     def encode_chunked(
         self, pairs: Sequence[tuple[str, str]], overlap: int, max_chunks: int | None = None
@@ -141,13 +193,11 @@ class PairEncoder:
         """
         q_ids = self.encode_queries([q for q, _ in pairs])
         p_ids = self._ids([p for _, p in pairs], None)
-        out: list[EncodedPair] = []
+        items: list[tuple[list[int], list[int], int, int]] = []
         for i, (q, p) in enumerate(zip(q_ids, p_ids)):
             room = self.max_length - len(q) - self.template.num_special
-            stride = max(1, room - min(overlap, room - 1))
-            starts = range(0, max(1, len(p) - overlap if len(p) > room else 1), stride)
-            for c, start in enumerate(starts):
-                if max_chunks is not None and c >= max_chunks:
-                    break
-                out.append(self._join(q, p[start : start + room], i, c))
-        return out
+            windows = chunk_windows(len(p), room, overlap)[:max_chunks]
+            for c, (start, end) in enumerate(windows):
+                # The first window goes through the same path as truncation, so it encodes identically.
+                items.append((q, p[: self.max_length] if c == 0 else p[start:end], i, c))
+        return self._join(items)

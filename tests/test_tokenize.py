@@ -1,0 +1,76 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
+
+from crossrank.tokenize import PairEncoder, chunk_windows, pair_template
+
+PAIRS = [
+    ("中国的首都是哪里？", "北京是中国的政治中心。"),
+    ("Symptoms of vitamin D deficiency", "Low vitamin D levels are linked to fatigue. " * 60),
+    ("", "empty query"),
+    ("empty passage", ""),
+    ("emoji 🙂🚀", "🔥 passage ✅ with emoji 🌏"),
+    ("a long query " * 200, "short passage"),
+    ("  spaced   query ", "  lead and trail  "),
+]
+
+
+def reference_ids(tokenizer, query, passage, max_length, query_max_length):
+    """FlagReranker's own encoding (FlagEmbedding/inference/reranker/encoder_only/base.py)."""
+    q = tokenizer([query], add_special_tokens=False, max_length=query_max_length, truncation=True)["input_ids"][0]
+    p = tokenizer([passage], add_special_tokens=False, max_length=max_length, truncation=True)["input_ids"][0]
+    return prepare_for_model_compat(tokenizer, q, p, truncation="only_second", max_length=max_length)["input_ids"]
+
+
+def test_template_of_xlmr(tokenizer_for_tests):
+    t = pair_template(tokenizer_for_tests)
+    assert t.prefix == (0,) and t.middle == (2, 2) and t.suffix == (2,)
+    assert t.num_special == 4
+
+
+@pytest.mark.parametrize("max_length", [24, 64, 512])
+def test_ids_equal_flagreranker(tokenizer_for_tests, max_length):
+    enc = PairEncoder(tokenizer_for_tests, max_length=max_length)
+    ours = enc.encode(PAIRS)
+    for (q, p), e in zip(PAIRS, ours):
+        assert e.input_ids == reference_ids(tokenizer_for_tests, q, p, max_length, max_length * 3 // 4), (q[:20], p[:20])
+        assert len(e) <= max_length
+    assert [e.pair for e in ours] == list(range(len(PAIRS)))
+
+
+def test_limits_are_checked(tokenizer_for_tests):
+    with pytest.raises(ValueError, match="above this model's limit"):
+        PairEncoder(tokenizer_for_tests, max_length=9000, model_max_length=8192)
+    with pytest.raises(ValueError, match="query_max_length"):
+        PairEncoder(tokenizer_for_tests, max_length=64, query_max_length=64)
+    with pytest.raises(ValueError, match="too small"):
+        PairEncoder(tokenizer_for_tests, max_length=4)
+
+
+@given(n=st.integers(0, 3000), room=st.integers(1, 600), overlap=st.integers(0, 700))
+def test_chunk_windows_cover_everything_with_the_overlap(n, room, overlap):
+    windows = chunk_windows(n, room, overlap)
+    assert windows[0][0] == 0 and windows[-1][1] == n
+    for (s0, e0), (s1, e1) in zip(windows, windows[1:]):
+        assert e1 - s1 <= room and e0 - s0 <= room
+        assert s0 < s1 <= e0, "no gap, and progress"
+        assert e0 - s1 == min(overlap, room // 2), "neighbours share the overlap, at most half a window"
+    assert all(e > s for s, e in windows) or n == 0
+
+
+def test_chunks_fit_and_first_equals_truncation(tokenizer_for_tests):
+    enc = PairEncoder(tokenizer_for_tests, max_length=32)
+    query, passage = "vitamin D", " ".join(f"word{i}" for i in range(120))
+    chunks = enc.encode_chunked([(query, passage)], overlap=4)
+    assert len(chunks) > 3
+    assert chunks[0].input_ids == enc.encode([(query, passage)])[0].input_ids
+    assert [c.chunk for c in chunks] == list(range(len(chunks)))
+    assert all(len(c) <= 32 and c.pair == 0 for c in chunks)
+    assert len(enc.encode_chunked([(query, passage)], overlap=4, max_chunks=2)) == 2
+
+
+def test_short_passage_is_one_chunk(tokenizer_for_tests):
+    enc = PairEncoder(tokenizer_for_tests, max_length=64)
+    pairs = [("q", "short"), ("q", "")]
+    assert [c.input_ids for c in enc.encode_chunked(pairs, overlap=8)] == [e.input_ids for e in enc.encode(pairs)]
