@@ -136,7 +136,8 @@ def rerank(
             if output is None:
                 out.print(table)
             else:
-                Console(file=output.open("w", encoding="utf-8"), width=200, no_color=True).print(table)
+                with output.open("w", encoding="utf-8") as file:
+                    Console(file=file, width=200, no_color=True).print(table)
         else:
             text = format_results(results, fmt)
             if output is None:
