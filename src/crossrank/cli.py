@@ -94,13 +94,18 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int, int], None] 
 
 @app.command()
 def rerank(
-    query: Annotated[str, typer.Option("--query", "-q", help="The question or search text.")],
+    query: Annotated[str, typer.Option("--query", "-q", envvar=env_var("query"),
+                                       help="The question or search text.")],
     passages: Annotated[str, typer.Option(
-        "--passages", "-p", help="File with one passage per line, or JSONL with a 'text' field; - for stdin."
+        "--passages", "-p", envvar=env_var("passages"),
+        help="File with one passage per line, or JSONL with a 'text' field; - for stdin."
     )],
-    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, help="Keep only the best K.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | jsonl | csv.")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results to this file.")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, envvar=env_var("top_k"),
+                                              help="Keep only the best K.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", envvar=env_var("format"),
+                                     help="table | json | jsonl | csv.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", envvar=env_var("output"),
+                                                help="Write results to this file.")] = None,
     threshold: Annotated[float, typer.Option(envvar=env_var("threshold"),
                                              help="Scores above are green, at or below red.")] = 0.5,
     model: opt.Model = DEFAULT_MODEL,
@@ -131,7 +136,8 @@ def rerank(
             if output is None:
                 out.print(table)
             else:
-                Console(file=output.open("w", encoding="utf-8"), width=200, no_color=True).print(table)
+                with output.open("w", encoding="utf-8") as file:
+                    Console(file=file, width=200, no_color=True).print(table)
         else:
             text = format_results(results, fmt)
             if output is None:
@@ -171,7 +177,7 @@ def demo(
         first = cases[0]
         started = time.perf_counter()
         score = reranker.score([(first["query"], first["passages"][0])])[0]
-        out.print(f"sanity: score({first['query']!r}, {first['passages'][0]!r}) = {score:.4f} "
+        out.print(f"{first['name']}: score({first['query']!r}, {first['passages'][0]!r}) = {score:.4f} "
                   f"({(time.perf_counter() - started) * 1000:.1f} ms)")
         for case in cases[1:]:
             started = time.perf_counter()
@@ -185,6 +191,9 @@ def check(
     model: opt.Model = DEFAULT_MODEL,
     device: opt.Device = _D.device,
     dtype: opt.Dtype = _D.dtype,
+    max_length: opt.MaxLength = _D.max_length,
+    max_batch_tokens: opt.MaxBatchTokens = _D.max_batch_tokens,
+    backend: opt.Backend = _D.backend,
     models_dir: opt.ModelsDir = _D.models_dir,
 ) -> None:
     """Environment self-check: GPU, torch build, where the model is, load time, one sanity score.
@@ -195,7 +204,8 @@ def check(
     from crossrank.selfcheck import run_checks
 
     ok = True
-    for check_result in run_checks(opt.model_settings(model, device, dtype, models_dir=models_dir)):
+    for check_result in run_checks(opt.model_settings(model, device, dtype, max_length, max_batch_tokens, backend,
+                                                        models_dir=models_dir)):
         mark = {"ok": "[green]✓[/]", "info": "[cyan]•[/]", "fail": "[bold red]✗[/]"}[check_result.status]
         out.print(f"{mark} [bold]{check_result.name}[/]: {check_result.detail}", highlight=False)
         if check_result.fix:
