@@ -1,4 +1,4 @@
-"""Reranker behaviour, and parity with the reference implementation (FlagEmbedding's FlagReranker) on the same weights."""
+"""Reranker behaviour, and parity with the reference (FlagEmbedding's FlagReranker) on the same weights."""
 
 import math
 

@@ -1,7 +1,9 @@
+import itertools
+
 import pytest
+from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
 from hypothesis import given
 from hypothesis import strategies as st
-from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
 
 from crossrank.tokenize import PairEncoder, chunk_windows, pair_template
 
@@ -34,7 +36,8 @@ def test_ids_equal_flagreranker(tokenizer_for_tests, max_length):
     enc = PairEncoder(tokenizer_for_tests, max_length=max_length)
     ours = enc.encode(PAIRS)
     for (q, p), e in zip(PAIRS, ours):
-        assert e.input_ids == reference_ids(tokenizer_for_tests, q, p, max_length, max_length * 3 // 4), (q[:20], p[:20])
+        expected = reference_ids(tokenizer_for_tests, q, p, max_length, max_length * 3 // 4)
+        assert e.input_ids == expected, (q[:20], p[:20])
         assert len(e) <= max_length
     assert [e.pair for e in ours] == list(range(len(PAIRS)))
 
@@ -52,7 +55,7 @@ def test_limits_are_checked(tokenizer_for_tests):
 def test_chunk_windows_cover_everything_with_the_overlap(n, room, overlap):
     windows = chunk_windows(n, room, overlap)
     assert windows[0][0] == 0 and windows[-1][1] == n
-    for (s0, e0), (s1, e1) in zip(windows, windows[1:]):
+    for (s0, e0), (s1, e1) in itertools.pairwise(windows):
         assert e1 - s1 <= room and e0 - s0 <= room
         assert s0 < s1 <= e0, "no gap, and progress"
         assert e0 - s1 == min(overlap, room // 2), "neighbours share the overlap, at most half a window"

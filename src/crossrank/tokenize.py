@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 CHARS_PER_TOKEN_LIMIT = 100
 """Texts are cut to ``max_length * 100`` characters before truncating tokenisation (see ``PairEncoder._ids``)."""
 
