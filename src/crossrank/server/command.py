@@ -7,6 +7,10 @@ Registered in ``crossrank.cli`` with ``app.command("serve")(serve)``; also runna
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -64,10 +68,31 @@ def serve(
         max_queued_pairs=max_queued_pairs, payload_limit=payload_limit, max_document_chars=max_document_chars,
         cors_origins=tuple(cors_origin or ()),
     )
-    # uvicorn handles SIGTERM/SIGINT: stop accepting, let open requests finish, then run the lifespan's shutdown,
-    # which drains the engine's queue. Exit status 0.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=True,
-                timeout_graceful_shutdown=None)
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level, access_log=True,
+                            timeout_graceful_shutdown=None)
+    _graceful_server_class()(config).run()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's own SIGTERM/SIGINT handling (stop accepting, let open requests finish, run the lifespan's
+        shutdown, which drains the engine), without re-raising the signal afterwards: a clean stop exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
 
 
 if __name__ == "__main__":

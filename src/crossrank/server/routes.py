@@ -137,8 +137,6 @@ async def _cohere(request: Request, response: Response, body: CohereRerankReques
 
 
 async def _tei(request: Request, response: Response, body: TEIRerankRequest) -> list[TEIRank]:
-    if body.truncation_direction == "Left":
-        raise ApiError(422, "validation", "truncation_direction 'Left' is not supported: send 'Right' or leave it out")
     truncate = body.truncate is not False
     outcome = await _rerank(request, response, body.query, body.texts, None, truncate=truncate)
     return [TEIRank(index=r.index, score=r.raw_score if body.raw_scores else r.score,

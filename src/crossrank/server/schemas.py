@@ -22,6 +22,14 @@ def _non_empty_query(value: str) -> str:
     return value
 
 
+# Documented in the schema, checked by hand: a blank query is a 422 with a clear message, an empty list a 400.
+QUERY_FIELD = Field(json_schema_extra={"minLength": 1, "pattern": r"\S"}, description="The search text.")
+
+
+def _non_empty_list(description: str) -> Any:
+    return Field(json_schema_extra={"minItems": 1}, description=description)
+
+
 class DocumentObject(WireModel):
     """A document given as an object, as Cohere v1 and Jina allow."""
 
@@ -35,8 +43,8 @@ class CohereRerankRequest(WireModel):
     """Cohere v1/v2 and Jina rerank body (also what Dify, RAGFlow, FastGPT, LiteLLM and LangChain send)."""
 
     model: str | None = Field(None, description="Accepted and ignored: this service serves one model.")
-    query: str
-    documents: list[Document]
+    query: str = QUERY_FIELD
+    documents: list[Document] = _non_empty_list("Documents to rank, as strings or {text} objects.")
     top_n: int | None = Field(None, ge=1, description="Keep the best n results; all when omitted.")
     return_documents: bool | None = Field(None, description="Include each document's text in its result.")
     max_tokens_per_doc: int | None = Field(
@@ -54,13 +62,13 @@ class CohereRerankRequest(WireModel):
 class TEIRerankRequest(WireModel):
     """text-embeddings-inference rerank body."""
 
-    query: str
-    texts: list[str]
+    query: str = QUERY_FIELD
+    texts: list[str] = _non_empty_list("Texts to rank.")
     raw_scores: bool | None = Field(None, description="Return the model's logits instead of sigmoid scores.")
     return_text: bool | None = Field(None, description="Include each text in its result.")
     truncate: bool | None = Field(None, description="Cut over-long texts (default); false makes them a 413.")
-    truncation_direction: Literal["Right", "Left"] | None = Field(
-        None, description="Only Right is supported (the model's own truncation side)."
+    truncation_direction: Literal["Right"] | None = Field(
+        None, description="Only Right (TEI's default) is supported: texts keep their beginning."
     )
 
     _check_query = field_validator("query")(_non_empty_query)
