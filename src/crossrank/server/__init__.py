@@ -1,0 +1,1 @@
+"""The HTTP service (``crossrank serve``) and its web page (``crossrank ui``)."""
