@@ -1,1 +1,1 @@
-"""The HTTP service (``crossrank serve``) and its web page (``crossrank ui``)."""
+"""The HTTP service: ``create_app(settings, engine=None)`` builds the FastAPI app (needs the ``serve`` extra)."""
