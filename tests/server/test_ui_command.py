@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from crossrank.server.ui_command import is_healthy, open_when_healthy, page_url
+from crossrank.server.ui_command import UI_CONTEXT, is_healthy, open_when_healthy, page_url, ui
 
 
 @pytest.mark.parametrize(("host", "url"), [
@@ -60,3 +64,25 @@ def test_gives_up_when_stopped_or_never_healthy(warming_service: tuple[str, list
                                  timeout=0.05)
     assert opened == []
     assert not is_healthy("http://127.0.0.1:9/")
+
+
+def test_ui_hands_every_other_option_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`crossrank ui --port P --api-key K` runs `serve --host H --port P --api-key K`; the opener is off here."""
+    received: list[list[str]] = []
+    fake_cli = typer.Typer()
+
+    @fake_cli.command("serve", context_settings=UI_CONTEXT)
+    def serve(ctx: typer.Context) -> None:
+        received.append(list(ctx.args))
+
+    @fake_cli.command("other")
+    def other() -> None:  # a second command keeps typer from collapsing the app into `serve` alone
+        pass
+
+    monkeypatch.setitem(sys.modules, "crossrank.cli", types.SimpleNamespace(app=fake_cli))
+    outer = typer.Typer()
+    outer.command("ui", context_settings=UI_CONTEXT)(ui)
+    outer.command("other")(other)
+    result = CliRunner().invoke(outer, ["ui", "--port", "8123", "--no-open", "--api-key", "k", "--model", "m"])
+    assert result.exit_code == 0, result.output
+    assert received == [["--host", "127.0.0.1", "--port", "8123", "--api-key", "k", "--model", "m"]]
