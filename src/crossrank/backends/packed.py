@@ -28,14 +28,12 @@ import torch.nn.functional as F
 
 from crossrank.tokenize import EncodedPair
 
-AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, bool], torch.Tensor]
-
 _ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
 _BERT_TYPES = ("bert",)
 _GELU_ACTS = ("gelu", "gelu_new", "gelu_python", "relu")
 
 
-def _base(model: Any) -> Any | None:
+def _base(model: Any) -> Any:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in _ROBERTA_TYPES:
         return getattr(model, "roberta", None)
@@ -87,20 +85,20 @@ def _sdpa_per_sequence(
     return torch.cat(outs)
 
 
-def _varlen_attention() -> Callable[..., torch.Tensor] | None:
+def _varlen_attention() -> Callable[..., Any] | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    return varlen_attn  # type: ignore[no-any-return]
+    return varlen_attn
 
 
-def _flash_attention() -> Callable[..., torch.Tensor] | None:
+def _flash_attention() -> Callable[..., Any] | None:
     try:
         from flash_attn import flash_attn_varlen_func
     except ImportError:
         return None
-    return flash_attn_varlen_func  # type: ignore[no-any-return]
+    return flash_attn_varlen_func  # type: ignore[no-any-return,unused-ignore]
 
 
 class PackedBackend:
@@ -116,7 +114,7 @@ class PackedBackend:
         self.device = device
         self.dtype = dtype
         config = model.config
-        self.base = _base(model)
+        self.base: Any = _base(model)
         self.is_bert = config.model_type in _BERT_TYPES
         emb = self.base.embeddings
         # RoBERTa numbers positions from padding_idx + 1; BERT from 0.
@@ -232,8 +230,6 @@ class PackedBackend:
         for i in range(len(self.layers)):
             x = self._layer(i, x, cu, cu_host, max_len, last=i == len(self.layers) - 1)
         first = x.unsqueeze(1)  # [sequences, 1, hidden]: the heads read features[:, 0]
-        if self.is_bert:
-            logits = self.model.classifier(self.base.pooler(first))
-        else:
-            logits = self.model.classifier(first)
+        head_in = self.base.pooler(first) if self.is_bert else first
+        logits = self.model.classifier(head_in)
         return logits.view(-1).float().cpu()
