@@ -85,6 +85,17 @@ def _sdpa_per_sequence(
     return torch.cat(outs)
 
 
+def _post_attention(
+    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
+    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
+    ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Output projection, residual + LayerNorm, feed-forward, residual + LayerNorm (post-LN, as BERT and XLM-R).
+    Under ``torch.compile`` the residual adds, LayerNorms and bias + GELU become fused Triton kernels."""
+    h = F.layer_norm(F.linear(ctx, o_w, o_b) + x, (x.shape[-1],), ln1_w, ln1_b, ln1_eps)
+    return F.layer_norm(F.linear(act(F.linear(h, i_w, i_b)), f_w, f_b) + h, (h.shape[-1],), ln2_w, ln2_b, ln2_eps)
+
+
 def _varlen_attention() -> Callable[..., Any] | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -107,7 +118,9 @@ class PackedBackend:
     name = "packed"
     padded = False
 
-    def __init__(self, model: Any, *, device: torch.device, dtype: torch.dtype, attention: str = "auto") -> None:
+    def __init__(
+        self, model: Any, *, device: torch.device, dtype: torch.dtype, attention: str = "auto", compile: bool = False
+    ) -> None:
         if not supports(model):
             raise ValueError(f"the packed backend does not know {type(model).__name__}")
         self.model = model
@@ -125,6 +138,14 @@ class PackedBackend:
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.layers = list(self.base.encoder.layer)
         self._fuse_qkv()
+        self._collect_post_weights()
+        # The module's own activation (exact erf GELU for "gelu"), so numerics match the reference.
+        self.act = self.layers[0].intermediate.intermediate_act_fn
+        # Optional torch.compile of the post-attention part (dynamic token count, one graph for all layers); off by
+        # default: see benchmarks/RESULTS-throughput.md for what it measured.
+        self._post_compiled: Callable[..., torch.Tensor] | None = (
+            torch.compile(_post_attention, dynamic=True) if compile else None
+        )
         self.attention_kind = self._choose_attention(attention)
         self._cuda = device.type == "cuda"
 
@@ -202,7 +223,6 @@ class PackedBackend:
     def _layer(
         self, i: int, x: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int, last: bool
     ) -> torch.Tensor:
-        layer = self.layers[i]
         weight, bias = self.qkv[i]
         tokens = x.shape[0]
         qkv = F.linear(x, weight, bias).view(tokens, 3, self.heads, self.head_dim)
@@ -212,11 +232,19 @@ class PackedBackend:
             # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
             x = x[cu[:-1].long()] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
         ctx = ctx.reshape(ctx.shape[0], -1)
-        attn_out = layer.attention.output
-        x = attn_out.LayerNorm(F.linear(ctx, attn_out.dense.weight, attn_out.dense.bias) + x)
-        h = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
-        out = layer.output
-        return out.LayerNorm(F.linear(h, out.dense.weight, out.dense.bias) + x)
+        post: Callable[..., torch.Tensor] = self._post_compiled if (self._post_compiled is not None and not last) else _post_attention
+        return post(ctx, x, *self.post_weights[i], self.act)
+
+    def _collect_post_weights(self) -> None:
+        """Everything after attention, as plain tensors, so one function (compiled or not) serves all layers."""
+        self.post_weights: list[tuple[Any, ...]] = []
+        for layer in self.layers:
+            a, inter, out = layer.attention.output, layer.intermediate, layer.output
+            self.post_weights.append((
+                a.dense.weight, a.dense.bias, a.LayerNorm.weight, a.LayerNorm.bias, a.LayerNorm.eps,
+                inter.dense.weight, inter.dense.bias, out.dense.weight, out.dense.bias,
+                out.LayerNorm.weight, out.LayerNorm.bias, out.LayerNorm.eps,
+            ))
 
     @torch.inference_mode()
     def forward(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
