@@ -232,7 +232,9 @@ class PackedBackend:
             # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
             x = x[cu[:-1].long()] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
         ctx = ctx.reshape(ctx.shape[0], -1)
-        post: Callable[..., torch.Tensor] = self._post_compiled if (self._post_compiled is not None and not last) else _post_attention
+        post: Callable[..., torch.Tensor] = _post_attention
+        if self._post_compiled is not None and not last:
+            post = self._post_compiled
         return post(ctx, x, *self.post_weights[i], self.act)
 
     def _collect_post_weights(self) -> None:
