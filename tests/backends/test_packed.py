@@ -49,7 +49,8 @@ def bert_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(generated_sentences(400), trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials))
+    trainer = trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials)
+    tok.train_from_iterator(generated_sentences(400), trainer)
     tokenizer = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
     config = BertConfig(
         vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
