@@ -205,8 +205,10 @@ def main() -> None:
         warm = pairs[:64]
         for name in runners:
             peak_reset(dev)
-            if name in ("packed", "padded"):
-                r = crossrank_runner(path, dev, dtype, name, args.budget)
+            if name in ("packed", "padded", "ref32"):
+                # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
+                r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
+                                     "padded" if name == "ref32" else name, args.budget)
                 r.score(warm, normalize=False)
                 out, secs = timed(dev, lambda r=r: r.score(pairs, normalize=False))
                 del r
@@ -239,6 +241,12 @@ def main() -> None:
                 if name != ref:
                     e2e[name]["vs_flag"] = order_check(scores[name], scores[ref], per_query)
                     e2e[name]["speedup_vs_flag"] = round(e2e[name]["pairs_per_s"] / e2e[ref]["pairs_per_s"], 2)
+        if "ref32" in scores:
+            spread = statistics.pstdev(scores["ref32"])
+            e2e["logit_std_fp32"] = round(spread, 4)
+            for name in scores:
+                if name != "ref32":
+                    e2e[name]["vs_fp32"] = order_check(scores[name], scores["ref32"], per_query)
         result["e2e"] = e2e
 
     def safe(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
