@@ -59,7 +59,8 @@ def evaluate_per_query(qrels: Qrels, run: Run, metrics: Sequence[str]) -> PerQue
 
 
 def mean(values: dict[str, float]) -> float:
-    return sum(values.values()) / len(values) if values else 0.0
+    # fsum rounds exactly, so the same values give the same mean in any order (a zero delta stays 0.0).
+    return math.fsum(values.values()) / len(values) if values else 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,6 @@ def compare(baseline: PerQuery, reranked: PerQuery, metric: str) -> Comparison:
     b = [reranked[metric].get(q, 0.0) for q in queries]
     wins = sum(y > x for x, y in zip(a, b, strict=True))
     losses = sum(y < x for x, y in zip(a, b, strict=True))
-    base_mean, new_mean = mean(baseline[metric]), sum(b) / len(b) if b else 0.0
+    base_mean, new_mean = mean(baseline[metric]), math.fsum(b) / len(b) if b else 0.0
     return Comparison(metric, base_mean, new_mean, new_mean - base_mean, paired_p_value(a, b), wins, losses,
                       len(queries) - wins - losses)

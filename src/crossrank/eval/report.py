@@ -154,7 +154,7 @@ def render_table(report: dict[str, Any]) -> Any:
         timing = entry["timings"]
         per_k = timing["ms_per_1000_pairs"]
         speed = f" ({per_k / 1000:.2f} s/1k pairs)" if per_k is not None else ""
-        table.add_row(entry["model"], *cells, f"{c0['wins']}/{c0['losses']} ({c0['ties']} ties)",
+        table.add_row(_short(entry["model"], 30), *cells, f"{c0['wins']}/{c0['losses']} ({c0['ties']} ties)",
                       f"{timing['seconds']:.1f} s{speed}, {timing['cached']} cached")
     table.caption = "* p < 0.05, two-sided paired t-test over queries"
     return table
