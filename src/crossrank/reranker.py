@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,13 @@ from crossrank.tokenize import EncodedPair, PairEncoder
 log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
+ENCODE_SLICE = 1024
+"""Pairs tokenised at a time; the next slice is tokenised while the model scores this one."""
+
+
+def _slice_progress(progress: ProgressCallback, offset: int, size: int, total: int) -> ProgressCallback:
+    """Report a slice's sequences scored as pairs done out of the whole call's pairs."""
+    return lambda done, of: progress(offset + done * size // max(of, 1), total)
 
 
 class Reranker:
@@ -114,13 +122,28 @@ class Reranker:
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
                     progress: ProgressCallback | None) -> tuple[list[float], list[int]]:
+        """Best logit and winning chunk per pair. Pairs go through in slices: the next slice is tokenised in a
+        thread (the fast tokenizer releases the GIL) while the model scores the current one."""
         if not pairs:
             return [], []
-        encoded = self.encode(pairs, long_passages)
-        logits = run_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
-        if len(encoded) == len(pairs):
-            return logits, [0] * len(pairs)
-        return aggregate_chunks([e.pair for e in encoded], [e.chunk for e in encoded], logits, len(pairs))
+        mode = long_passages or self.settings.long_passages
+        slices = [pairs[i : i + ENCODE_SLICE] for i in range(0, len(pairs), ENCODE_SLICE)]
+        pair_of: list[int] = []
+        chunk_of: list[int] = []
+        logits: list[float] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize") as pool:
+            pending = pool.submit(self.encode, slices[0], mode)
+            for k, offset in enumerate(range(0, len(pairs), ENCODE_SLICE)):
+                encoded = pending.result()
+                if k + 1 < len(slices):
+                    pending = pool.submit(self.encode, slices[k + 1], mode)
+                on_batch = None if progress is None else _slice_progress(progress, offset, len(slices[k]), len(pairs))
+                logits += run_batches(self.backend, encoded, self.settings.max_batch_tokens, on_batch)
+                pair_of += [offset + e.pair for e in encoded]
+                chunk_of += [e.chunk for e in encoded]
+        if len(logits) == len(pairs):
+            return logits, chunk_of
+        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
 
     def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
               progress: ProgressCallback | None = None) -> list[float]:
