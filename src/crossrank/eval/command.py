@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from crossrank import cli_options as opt
 from crossrank.model import DEFAULT_MODEL
+from crossrank.settings import ModelSettings
+
+_D = ModelSettings()
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,9 +33,7 @@ def eval_command(
     ] = "bm25",
     top_k: Annotated[int, typer.Option("--top-k", min=1, envvar="CROSSRANK_TOP_K",
                                        help="First-stage candidates reranked per query.")] = 100,
-    model: Annotated[str, typer.Option("--model", "-m", envvar="CROSSRANK_MODEL",
-                                       help="Reranker: a hub name, a local folder or a name under --models-dir.")
-                     ] = DEFAULT_MODEL,
+    model: opt.Model = DEFAULT_MODEL,
     metrics: Annotated[str, typer.Option("--metrics", envvar="CROSSRANK_METRICS",
                                          help="Comma-separated ranx metrics; the first one drives wins/losses "
                                               "and the chart.")
@@ -56,17 +58,11 @@ def eval_command(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", envvar="CROSSRANK_DATA_DIR",
                                                   help="Cache of downloaded BEIR datasets "
                                                        "(default ~/.cache/crossrank/datasets).")] = None,
-    device: Annotated[str, typer.Option("--device", envvar="CROSSRANK_DEVICE",
-                                        help="auto | cpu | cuda | cuda:N | mps")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", envvar="CROSSRANK_DTYPE",
-                                       help="auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16")] = "auto",
-    max_length: Annotated[int, typer.Option("--max-length", min=8, envvar="CROSSRANK_MAX_LENGTH",
-                                            help="Tokens per (query, passage) pair; longer passages are cut.")] = 512,
-    max_batch_tokens: Annotated[int, typer.Option("--max-batch-tokens", min=1, envvar="CROSSRANK_MAX_BATCH_TOKENS",
-                                                  help="Token budget of one forward pass (padding counted).")
-                                ] = 16384,
-    models_dir: Annotated[str, typer.Option("--models-dir", envvar="CROSSRANK_MODELS_DIR",
-                                            help="Folder searched for models by name before the hub.")] = "models",
+    device: opt.Device = _D.device,
+    dtype: opt.Dtype = _D.dtype,
+    max_length: opt.MaxLength = _D.max_length,
+    max_batch_tokens: opt.MaxBatchTokens = _D.max_batch_tokens,
+    models_dir: opt.ModelsDir = _D.models_dir,
 ) -> None:
     """Rerank a first stage's top-k on a retrieval benchmark and report what it changed.
 
