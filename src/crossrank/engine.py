@@ -1,0 +1,388 @@
+"""The asynchronous engine under the HTTP service (and, later, Ray Serve): many callers, one model.
+
+Pairs, not requests, are the unit of work. ``await engine.rerank(query, texts)`` tokenises its pairs on a tokeniser
+thread (off the event loop, so the next pairs are ready while the model runs), then puts every encoded sequence in one
+shared queue. A single worker thread owns the model: it takes a window of queued sequences, packs them under the token
+budget with :func:`crossrank.batching.pack_batches` (so sequences of concurrent requests share batches), runs each batch
+through :func:`crossrank.scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. A
+request whose caller went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself
+is :mod:`crossrank.ranking`'s, exactly as in :class:`crossrank.Reranker`.
+
+Nothing here knows about HTTP: errors are plain exceptions the server maps to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from crossrank.batching import pack_batches
+from crossrank.errors import CrossrankError
+from crossrank.inputs import check_passages, check_query
+from crossrank.ranking import RerankResult, aggregate_chunks, rank
+from crossrank.scoring import forward_with_backoff
+from crossrank.tokenize import EncodedPair
+
+if TYPE_CHECKING:
+    from crossrank.reranker import Reranker
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(CrossrankError):
+    """The engine holds ``max_queued_pairs`` pairs already; try again shortly."""
+
+
+class RequestTooLargeError(CrossrankError, ValueError):
+    """One request has more pairs than the engine's queue can ever hold."""
+
+
+class InputTooLongError(CrossrankError, ValueError):
+    """A passage does not fit in ``max_length`` and the caller asked for no truncation."""
+
+
+class EngineNotRunningError(CrossrankError, RuntimeError):
+    """The engine has not been started, or is stopping."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one forward pass held: sequences, tokens (padded cost for padded backends), distinct requests, seconds."""
+
+    pairs: int
+    tokens: int
+    requests: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    """Ranked results of one request, its real token count and where its time went (seconds)."""
+
+    results: list[RerankResult]
+    tokens: int
+    queue_seconds: float
+    inference_seconds: float
+    total_seconds: float
+    batches: int
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Running totals since start, for metrics and tests."""
+
+    batches: int
+    pairs: int
+    tokens: int
+    max_requests_in_batch: int
+    queued_pairs: int
+
+
+@dataclass(eq=False)
+class _Request:
+    """One caller's sequences in flight; touched by the worker thread only through ``_deliver``/``_fail``."""
+
+    encoded: list[EncodedPair]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[float]]
+    enqueued_at: float
+    logits: list[float | None] = field(default_factory=list)
+    remaining: int = 0
+    cancelled: bool = False
+    failed: bool = False
+    first_batch_at: float | None = None
+    last_batch_end: float | None = None
+    batches: int = 0
+
+
+@dataclass(frozen=True)
+class _Item:
+    request: _Request
+    position: int
+
+    @property
+    def sequence(self) -> EncodedPair:
+        return self.request.encoded[self.position]
+
+
+def _set_result(future: asyncio.Future[list[float]], value: list[float]) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[list[float]], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:
+    # A closed loop means the caller is gone: nobody is waiting for this answer any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+class Engine:
+    """Async reranking over one :class:`crossrank.Reranker`, batching pairs across concurrent callers.
+
+    >>> engine = Engine(Reranker("BAAI/bge-reranker-v2-m3"))              # doctest: +SKIP
+    >>> await engine.start()                                               # doctest: +SKIP
+    >>> outcome = await engine.rerank("capital of France?", ["Paris.", "Lyon."], top_k=1)  # doctest: +SKIP
+    >>> await engine.stop()                                                # doctest: +SKIP
+
+    ``max_queued_pairs`` bounds the pairs admitted and not yet answered; beyond it :class:`QueueFullError` is raised at
+    once. ``window_batches`` is how many token budgets of queued sequences the worker packs together at a time.
+    """
+
+    def __init__(
+        self,
+        reranker: Reranker,
+        *,
+        max_queued_pairs: int = 100_000,
+        max_batch_tokens: int | None = None,
+        window_batches: int = 4,
+    ) -> None:
+        if max_queued_pairs < 1:
+            raise ValueError("max_queued_pairs must be at least 1")
+        self.reranker = reranker
+        self.max_queued_pairs = max_queued_pairs
+        self.max_batch_tokens = max_batch_tokens or reranker.settings.max_batch_tokens
+        self.window_tokens = self.max_batch_tokens * max(1, window_batches)
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._admitted = 0  # pairs admitted and not yet answered; event-loop side only
+        self._running = False
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._tokenizer_pool: ThreadPoolExecutor | None = None
+        self._listeners: list[Callable[[BatchStats], None]] = []
+        self._stats_lock = threading.Lock()
+        self._batches = 0
+        self._pairs = 0
+        self._tokens = 0
+        self._max_requests_in_batch = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running and not self._stopping
+
+    async def start(self, warm_up: bool = True) -> None:
+        """Start the worker and tokeniser threads (idempotent), then score one pair so the first caller waits less."""
+        if self._running:
+            return
+        self._stopping = False
+        # One tokeniser thread: a fast tokenizer's truncation settings are not safe to share between threads.
+        self._tokenizer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize")
+        self._worker = threading.Thread(target=self._work, name="crossrank-model", daemon=True)
+        self._running = True
+        self._worker.start()
+        if warm_up:
+            await self.rerank("warm up", ["warm up the model once before serving"])
+
+    async def stop(self) -> None:
+        """Refuse new work, let every admitted request finish, then stop the threads."""
+        if not self._running:
+            return
+        self._stopping = True
+        while self._admitted:
+            await asyncio.sleep(0.01)
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.join)
+        if self._tokenizer_pool is not None:
+            self._tokenizer_pool.shutdown(wait=True)
+        self._worker = self._tokenizer_pool = None
+
+    def add_batch_listener(self, listener: Callable[[BatchStats], None]) -> None:
+        """Call ``listener(stats)`` from the worker thread after every forward pass (keep it cheap and thread-safe)."""
+        self._listeners.append(listener)
+
+    def remove_batch_listener(self, listener: Callable[[BatchStats], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    async def health_check(self, timeout: float = 10.0) -> bool:
+        """Score one pair through the queue (not counted against ``max_queued_pairs``); True when it came back."""
+        if not self.running:
+            return False
+        try:
+            outcome = await asyncio.wait_for(
+                self._rerank_admitted("health check", ["is the model answering"], None, None, True), timeout
+            )
+        except Exception:
+            log.exception("health check failed")
+            return False
+        return len(outcome.results) == 1
+
+    # ---- the caller's side -----------------------------------------------------------------------------------------
+
+    @property
+    def queued_pairs(self) -> int:
+        """Pairs admitted and not yet answered (tokenising, queued or in the model)."""
+        return self._admitted
+
+    def stats(self) -> EngineStats:
+        with self._stats_lock:
+            return EngineStats(self._batches, self._pairs, self._tokens, self._max_requests_in_batch, self._admitted)
+
+    async def rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        top_k: int | None = None,
+        *,
+        long_passages: str | None = None,
+        truncate: bool = True,
+    ) -> RerankOutcome:
+        """Rank ``texts`` against ``query`` best first, as :meth:`crossrank.Reranker.rerank` does.
+
+        ``truncate=False`` raises :class:`InputTooLongError` instead of cutting a passage that does not fit.
+        Raises :class:`QueueFullError` when the engine is full and :class:`EngineNotRunningError` when stopped.
+        """
+        check_query(query)
+        passages = check_passages(texts)
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        if not self.running:
+            raise EngineNotRunningError("the engine is not running (not started yet, or shutting down)")
+        n = len(passages)
+        if n > self.max_queued_pairs:
+            raise RequestTooLargeError(f"{n} passages is more than this engine can queue ({self.max_queued_pairs})")
+        if self._admitted + n > self.max_queued_pairs:
+            raise QueueFullError(f"{self._admitted} pairs are queued already (limit {self.max_queued_pairs})")
+        if n == 0:
+            return RerankOutcome([], 0, 0.0, 0.0, 0.0, 0)
+        self._admitted += n
+        try:
+            return await self._rerank_admitted(query, passages, top_k, long_passages, truncate)
+        finally:
+            self._admitted -= n
+
+    async def _rerank_admitted(self, query: str, passages: list[str], top_k: int | None, long_passages: str | None,
+                               truncate: bool) -> RerankOutcome:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        pairs = [(query, p) for p in passages]
+        assert self._tokenizer_pool is not None
+        encoded = await loop.run_in_executor(self._tokenizer_pool, self._encode, pairs, long_passages, truncate)
+        request = _Request(encoded, loop, loop.create_future(), time.perf_counter())
+        request.logits = [None] * len(encoded)
+        request.remaining = len(encoded)
+        with self._cond:
+            self._queue.extend(_Item(request, i) for i in range(len(encoded)))
+            self._cond.notify()
+        try:
+            logits = await request.future
+        except asyncio.CancelledError:
+            request.cancelled = True  # the worker drops its sequences that have not reached the model yet
+            raise
+        if len(encoded) == len(pairs):
+            raw, chunks = logits, [0] * len(pairs)
+        else:
+            raw, chunks = aggregate_chunks([e.pair for e in encoded], [e.chunk for e in encoded], logits, len(pairs))
+        results = rank(raw, passages, chunks, top_k)
+        first = request.first_batch_at or request.enqueued_at
+        last = request.last_batch_end or first
+        return RerankOutcome(
+            results=results,
+            tokens=sum(len(e) for e in encoded),
+            queue_seconds=first - request.enqueued_at,
+            inference_seconds=last - first,
+            total_seconds=time.perf_counter() - started,
+            batches=request.batches,
+        )
+
+    def _encode(self, pairs: list[tuple[str, str]], long_passages: str | None, truncate: bool) -> list[EncodedPair]:
+        if truncate:
+            return self.reranker.encode(pairs, long_passages)
+        # Chunking's first window is exactly what truncation keeps, so a passage that fits gives one chunk either way.
+        encoded = self.reranker.encode(pairs, "chunk")
+        too_long = sorted({e.pair for e in encoded if e.chunk > 0})
+        if too_long:
+            raise InputTooLongError(
+                f"{len(too_long)} passage(s) (first: index {too_long[0]}) do not fit in max_length="
+                f"{self.reranker.max_length} tokens beside the query, and truncation was turned off"
+            )
+        return encoded
+
+    # ---- the worker's side -----------------------------------------------------------------------------------------
+
+    def _take_window(self) -> list[_Item] | None:
+        """Block until sequences are queued; take them first come first served up to the window's token count."""
+        with self._cond:
+            while not self._queue:
+                if not self._running:
+                    return None
+                self._cond.wait()
+            window: list[_Item] = []
+            tokens = 0
+            while self._queue and (not window or tokens + len(self._queue[0].sequence) <= self.window_tokens):
+                item = self._queue.popleft()
+                if item.request.cancelled or item.request.failed:
+                    continue
+                window.append(item)
+                tokens += len(item.sequence)
+            return window
+
+    def _work(self) -> None:
+        padded = self.reranker.backend.padded
+        while True:
+            window = self._take_window()
+            if window is None:
+                return
+            if not window:
+                continue
+            for batch in pack_batches([len(it.sequence) for it in window], self.max_batch_tokens, padded=padded):
+                # Checked again per batch: a caller may have left while earlier batches ran.
+                items = [window[i] for i in batch if not (window[i].request.cancelled or window[i].request.failed)]
+                if items:
+                    self._run_batch(items)
+
+    def _run_batch(self, items: list[_Item]) -> None:
+        requests = list(dict.fromkeys(it.request for it in items))
+        started = time.perf_counter()
+        for r in requests:
+            if r.first_batch_at is None:
+                r.first_batch_at = started
+        try:
+            logits = forward_with_backoff(self.reranker.backend, [it.sequence for it in items])
+        except Exception as exc:  # one bad batch fails only the requests it holds
+            log.exception("a batch of %d sequences failed", len(items))
+            for r in requests:
+                r.failed = True
+                _call_in_loop(r.loop, _set_exception, r.future, exc)
+            return
+        ended = time.perf_counter()
+        lengths = [len(it.sequence) for it in items]
+        stats = BatchStats(len(items), max(lengths) * len(lengths) if self.reranker.backend.padded else sum(lengths),
+                           len(requests), ended - started)
+        for r in requests:
+            r.last_batch_end = ended
+            r.batches += 1
+        for item, value in zip(items, logits, strict=True):
+            r = item.request
+            r.logits[item.position] = value
+            r.remaining -= 1
+            if r.remaining == 0:
+                _call_in_loop(r.loop, _set_result, r.future, [float(v) for v in r.logits if v is not None])
+        with self._stats_lock:
+            self._batches += 1
+            self._pairs += stats.pairs
+            self._tokens += stats.tokens
+            self._max_requests_in_batch = max(self._max_requests_in_batch, stats.requests)
+        for listener in self._listeners:
+            try:
+                listener(stats)
+            except Exception:  # metrics must never take the model down
+                log.exception("a batch listener failed")

@@ -1,0 +1,132 @@
+"""The app factory: ``create_app(settings, engine=None)``.
+
+With no engine given, the lifespan loads the model once (off the event loop), warms it up and only then marks the app
+ready; tests pass a small engine instead. The engine lives on ``app.state.engine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crossrank import __version__
+from crossrank.engine import Engine
+from crossrank.server.auth import ApiKeyMiddleware
+from crossrank.server.errors import install_error_handlers
+from crossrank.server.metrics import ServiceMetrics
+from crossrank.server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from crossrank.server.routes import CLIENT_GONE, ClientGoneError, router
+from crossrank.settings import ServerSettings
+
+log = logging.getLogger("crossrank.server")
+
+STATIC_DIR = Path(__file__).parent / "static"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'"
+)
+
+
+class _WithCsp:
+    """Add the page's Content-Security-Policy (and no-sniff) to every static response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_csp(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_csp)
+
+
+def _static_checker(static_dir: Path | None) -> tuple[bool, Callable[[str, str], bool]]:
+    root = static_dir.resolve() if static_dir is not None and static_dir.is_dir() else None
+
+    def is_static_file(method: str, path: str) -> bool:
+        """The web page's own files are public (a browser cannot send the key when it loads a page)."""
+        if root is None or method not in ("GET", "HEAD"):
+            return False
+        relative = path.lstrip("/") or "index.html"
+        candidate = (root / relative).resolve()
+        return candidate.is_file() and candidate.is_relative_to(root)
+
+    return root is not None, is_static_file
+
+
+def create_app(settings: ServerSettings, engine: Engine | None = None, *, static_dir: Path | None = STATIC_DIR
+               ) -> FastAPI:
+    """Build the service. ``engine``: an engine over an already loaded model (tests); else the model in
+    ``settings.model`` is loaded at start-up. The app is ready (``/health`` 200) only after the warm-up."""
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current = engine
+        if current is None:
+            from crossrank.reranker import Reranker
+
+            log.info("loading model %s", settings.model.model)
+            reranker = await asyncio.to_thread(Reranker.from_settings, settings.model)
+            current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs)
+        current.add_batch_listener(metrics.observe_batch)
+        metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
+        await current.start(warm_up=True)
+        app.state.engine = current
+        app.state.ready = True
+        log.info("ready: %r", current.reranker)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await current.stop()  # uvicorn has already waited for open requests; this finishes anything queued
+            current.remove_batch_listener(metrics.observe_batch)
+
+    app = FastAPI(
+        title="crossrank",
+        version=__version__,
+        summary="Cross-encoder reranking: Cohere v1/v2, Jina and TEI compatible.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = engine
+    app.state.ready = False
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+
+    async def on_client_gone(_: Request, __: Exception) -> Response:
+        return Response(status_code=CLIENT_GONE)
+
+    app.add_exception_handler(ClientGoneError, on_client_gone)
+    app.include_router(router)
+
+    has_static, is_static_file = _static_checker(static_dir)
+    if has_static and static_dir is not None:
+        app.mount("/", _WithCsp(StaticFiles(directory=static_dir, html=True)), name="static")
+
+    # Added innermost first: auth, then the body limit, then (outermost of ours) CORS and the request context.
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, is_public=is_static_file)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.payload_limit)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"], expose_headers=["x-compute-time", "x-request-id"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,99 @@
+"""``crossrank serve``: the typer command that starts the HTTP service on uvicorn.
+
+Registered in ``crossrank.cli`` with ``app.command("serve")(serve)``; also runnable as
+``python -m crossrank.server.command --model DIR``. FastAPI and uvicorn are imported inside the command, so the CLI's
+``--help`` works without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+
+from crossrank.model import DEFAULT_MODEL
+from crossrank.settings import ModelSettings, ServerSettings, env_var
+
+_DEFAULTS = ServerSettings()
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="Model: hub id, local directory, or name under --models-dir.",
+                                       envvar=env_var("model"))] = DEFAULT_MODEL,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.", envvar=env_var("device"))] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.", envvar=env_var("dtype"))] = "auto",
+    max_length: Annotated[int, typer.Option(help="Tokens per (query, passage) pair; longer passages are cut.",
+                                            envvar=env_var("max_length"))] = 512,
+    max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one forward pass (padding counted).",
+                                                  envvar=env_var("max_batch_tokens"))] = 16384,
+    long_passages: Annotated[str, typer.Option(help="truncate | chunk: what to do with passages over max-length.",
+                                               envvar=env_var("long_passages"))] = "truncate",
+    models_dir: Annotated[str, typer.Option(help="Directory of local models.",
+                                            envvar=env_var("models_dir"))] = "models",
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.",
+                                      envvar=env_var("host"))] = _DEFAULTS.host,
+    port: Annotated[int, typer.Option(help="TCP port.", envvar=env_var("port"))] = _DEFAULTS.port,
+    api_key: Annotated[str | None, typer.Option(help="Require this key (Authorization: Bearer KEY) on every route "
+                                                "but /health.", envvar=env_var("api_key"))] = None,
+    max_client_batch_size: Annotated[int, typer.Option(help="Most documents in one request (more: 413).",
+                                                       envvar=env_var("max_client_batch_size"))]
+    = _DEFAULTS.max_client_batch_size,
+    max_queued_pairs: Annotated[int, typer.Option(help="Most pairs waiting in the engine (more: 429).",
+                                                  envvar=env_var("max_queued_pairs"))] = _DEFAULTS.max_queued_pairs,
+    payload_limit: Annotated[int, typer.Option(help="Largest request body in bytes (more: 413).",
+                                               envvar=env_var("payload_limit"))] = _DEFAULTS.payload_limit,
+    max_document_chars: Annotated[int, typer.Option(help="Longest query or document in characters (more: 413).",
+                                                    envvar=env_var("max_document_chars"))]
+    = _DEFAULTS.max_document_chars,
+    cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable); "
+                                                          "CORS is closed when none is given.",
+                                                          envvar=env_var("cors_origin"))] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.", envvar=env_var("log_level"))] = "info",
+) -> None:
+    """Serve the reranker over HTTP (Cohere v1/v2, Jina and TEI compatible). Stops gracefully on SIGTERM/SIGINT."""
+    try:
+        import uvicorn
+
+        from crossrank.server.app import create_app
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise typer.BadParameter(f"{exc}: install the service with pip install 'crossrank[serve]'") from exc
+    settings = ServerSettings(
+        model=ModelSettings(model=model, device=device, dtype=dtype, max_length=max_length,
+                            max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir),
+        host=host, port=port, api_key=api_key or None, max_client_batch_size=max_client_batch_size,
+        max_queued_pairs=max_queued_pairs, payload_limit=payload_limit, max_document_chars=max_document_chars,
+        cors_origins=tuple(cors_origin or ()),
+    )
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level, access_log=True,
+                            timeout_graceful_shutdown=None)
+    _graceful_server_class()(config).run()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's own SIGTERM/SIGINT handling (stop accepting, let open requests finish, run the lifespan's
+        shutdown, which drains the engine), without re-raising the signal afterwards: a clean stop exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
+
+
+if __name__ == "__main__":
+    typer.run(serve)

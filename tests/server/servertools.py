@@ -1,0 +1,48 @@
+"""Helpers of the service tests: the test API key and a live uvicorn server on 127.0.0.1 in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+API_KEY = "test-key-123"
+
+MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+    server: Any
+    thread: threading.Thread
+
+
+def start_live_server(app: Any) -> LiveServer:
+    """uvicorn on 127.0.0.1 at a free port, in a thread of this process; returns once it accepts connections."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{port}", app, server, thread)
+
+
+def stop_live_server(live: LiveServer) -> None:
+    live.server.should_exit = True
+    live.thread.join(30)

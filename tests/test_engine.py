@@ -1,0 +1,164 @@
+"""The async engine: same results as the library, batches shared across requests, bounded, cancellable, no FastAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from crossrank.engine import (
+    BatchStats,
+    Engine,
+    EngineNotRunningError,
+    InputTooLongError,
+    QueueFullError,
+    RequestTooLargeError,
+)
+from crossrank.testing import generated_sentences
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PASSAGES = list(generated_sentences(40, seed=3))
+
+
+def test_engine_does_not_import_fastapi() -> None:
+    code = "import sys, crossrank.engine; assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(SRC)})
+
+
+async def test_rerank_equals_library(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(tiny_reranker)
+    await engine.start()
+    try:
+        outcome = await engine.rerank("which city is the capital", PASSAGES, top_k=7)
+    finally:
+        await engine.stop()
+    expected = tiny_reranker.rerank("which city is the capital", PASSAGES, top_k=7)
+    assert [r.index for r in outcome.results] == [r.index for r in expected]
+    assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
+    encoded = tiny_reranker.encode([("which city is the capital", p) for p in PASSAGES])
+    assert outcome.tokens == sum(len(e) for e in encoded)
+    assert outcome.queue_seconds >= 0 and outcome.inference_seconds >= 0 and outcome.batches >= 1
+
+
+async def test_chunked_long_passages_equal_library(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    long_text = " ".join(PASSAGES) * 3
+    engine = Engine(tiny_reranker)
+    await engine.start()
+    try:
+        outcome = await engine.rerank("query", [long_text, "short one"], long_passages="chunk")
+    finally:
+        await engine.stop()
+    expected = tiny_reranker.rerank("query", [long_text, "short one"], long_passages="chunk")
+    assert [(r.index, r.chunk) for r in outcome.results] == [(r.index, r.chunk) for r in expected]
+    assert [r.raw_score for r in outcome.results] == pytest.approx([r.raw_score for r in expected], abs=1e-5)
+
+
+async def test_concurrent_requests_share_batches_and_match_sequential(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(tiny_reranker)
+    seen: list[BatchStats] = []
+    engine.add_batch_listener(seen.append)
+    await engine.start(warm_up=False)
+    queries = [f"query number {i} about search" for i in range(12)]
+    try:
+        outcomes = await asyncio.gather(*(engine.rerank(q, PASSAGES[i:] + PASSAGES[:i]) for i, q in enumerate(queries)))
+    finally:
+        await engine.stop()
+    for i, (q, outcome) in enumerate(zip(queries, outcomes, strict=True)):
+        expected = tiny_reranker.rerank(q, PASSAGES[i:] + PASSAGES[:i])
+        assert [r.index for r in outcome.results] == [r.index for r in expected]
+        assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
+    assert max(s.requests for s in seen) > 1
+    assert engine.stats().max_requests_in_batch > 1
+    assert sum(s.pairs for s in seen) == 12 * len(PASSAGES)
+    budget = engine.max_batch_tokens
+    assert all(s.tokens <= budget or s.pairs == 1 for s in seen)
+
+
+async def test_queue_full_and_request_too_large(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(tiny_reranker, max_queued_pairs=50)
+    await engine.start(warm_up=False)
+    try:
+        with pytest.raises(RequestTooLargeError):
+            await engine.rerank("q", ["p"] * 51)
+        first = asyncio.create_task(engine.rerank("q", ["p"] * 40))
+        await asyncio.sleep(0)  # let the first request be admitted
+        with pytest.raises(QueueFullError):
+            await engine.rerank("q", ["p"] * 20)
+        assert len((await first).results) == 40
+        assert engine.queued_pairs == 0
+        assert len((await engine.rerank("q", ["p"] * 20)).results) == 20  # room again once answered
+    finally:
+        await engine.stop()
+
+
+async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    original = tiny_reranker.backend.forward
+    forwarded: list[int] = []
+
+    class GatedBackend:
+        name, device, dtype, padded = "gated", tiny_reranker.backend.device, tiny_reranker.backend.dtype, True
+
+        def forward(self, batch):  # type: ignore[no-untyped-def]
+            gate.wait(10)
+            forwarded.extend(id(p) for p in batch)
+            return original(batch)
+
+    class GatedReranker:
+        settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
+        backend = GatedBackend()
+        encode = staticmethod(tiny_reranker.encode)
+
+    engine = Engine(GatedReranker(), max_batch_tokens=64, window_batches=1)  # type: ignore[arg-type]
+    await engine.start(warm_up=False)
+    try:
+        blocker = asyncio.create_task(engine.rerank("first", ["a"]))
+        await asyncio.sleep(0.2)  # the worker is now stuck in the blocker's forward
+        doomed = asyncio.create_task(engine.rerank("second", PASSAGES))
+        await asyncio.sleep(0.2)  # tokenised and queued behind the blocker
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        gate.set()
+        await blocker
+        after = await engine.rerank("third", ["b", "c"])
+    finally:
+        gate.set()
+        await engine.stop()
+    assert len(after.results) == 2
+    assert len(forwarded) == 3  # the blocker's pair and the third request's two; none of the cancelled forty
+
+
+async def test_errors(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(tiny_reranker)
+    with pytest.raises(EngineNotRunningError):
+        await engine.rerank("q", ["p"])
+    await engine.start(warm_up=False)
+    try:
+        with pytest.raises(ValueError, match="empty"):
+            await engine.rerank("  ", ["p"])
+        with pytest.raises(ValueError, match="top_k"):
+            await engine.rerank("q", ["p"], top_k=0)
+        assert (await engine.rerank("q", [])).results == []
+        long_text = " ".join(PASSAGES) * 3
+        with pytest.raises(InputTooLongError, match="index 1"):
+            await engine.rerank("q", ["short", long_text], truncate=False)
+        ok = await engine.rerank("q", ["short", "also short"], truncate=False)
+        assert sorted(r.index for r in ok.results) == [0, 1]
+    finally:
+        await engine.stop()
+    with pytest.raises(EngineNotRunningError):
+        await engine.rerank("q", ["p"])
+
+
+async def test_stop_finishes_admitted_work(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(tiny_reranker)
+    await engine.start(warm_up=False)
+    tasks = [asyncio.create_task(engine.rerank(f"q{i}", PASSAGES)) for i in range(4)]
+    await asyncio.sleep(0)
+    await engine.stop()
+    assert all(len(t.result().results) == len(PASSAGES) for t in tasks)
