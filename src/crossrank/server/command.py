@@ -26,6 +26,8 @@ def serve(
                                        envvar=env_var("model"))] = DEFAULT_MODEL,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.", envvar=env_var("device"))] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.", envvar=env_var("dtype"))] = "auto",
+    devices: Annotated[str, typer.Option(help="Several GPUs of this host, one model replica and worker each: all | 0,1 "
+                                         "| cuda:0,cuda:1 (replaces --device).", envvar=env_var("devices"))] = "",
     max_length: Annotated[int, typer.Option(help="Tokens per (query, passage) pair; longer passages are cut.",
                                             envvar=env_var("max_length"))] = 512,
     max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one forward pass (padding counted).",
@@ -63,7 +65,8 @@ def serve(
         raise typer.BadParameter(f"{exc}: install the service with pip install 'crossrank[serve]'") from exc
     settings = ServerSettings(
         model=ModelSettings(model=model, device=device, dtype=dtype, max_length=max_length,
-                            max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir),
+                            max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir,
+                            devices=devices),
         host=host, port=port, api_key=api_key or None, max_client_batch_size=max_client_batch_size,
         max_queued_pairs=max_queued_pairs, payload_limit=payload_limit, max_document_chars=max_document_chars,
         cors_origins=tuple(cors_origin or ()),
