@@ -216,3 +216,6 @@ def check(
 
 
 # Commands of the optional parts; their modules import fastapi, ray or bm25s only when run.
+from crossrank.batch.command import batch  # noqa: E402
+
+app.command("batch")(batch)
