@@ -66,8 +66,8 @@ def chunk_windows(n_tokens: int, room: int, overlap: int) -> list[tuple[int, int
     """
     if n_tokens <= room:
         return [(0, n_tokens)]
-    stride = room - min(overlap, room // 2)  # at most half a window is shared, so windows always advance
-    return [(s, min(s + room, n_tokens)) for s in range(0, n_tokens - overlap, stride)]
+    shared = min(overlap, room // 2)  # at most half a window is shared, so windows always advance
+    return [(s, min(s + room, n_tokens)) for s in range(0, n_tokens - shared, room - shared)]
 
 
 @dataclass(frozen=True)

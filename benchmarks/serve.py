@@ -1,0 +1,174 @@
+"""Benchmark the HTTP service against the library on the same weights, in the same run.
+
+Latency p50/p99 and pairs/s at 1, 8 and 32 concurrent clients, each request one query with ``--docs`` documents, for
+``--duration`` seconds per level; then the library's own throughput (``Reranker.rerank`` in a loop) on the same
+requests. The service runs as a separate process (``python -m crossrank.server.command``) so the clients' Python does
+not share its interpreter.
+
+    python benchmarks/serve.py --layers 2 --hidden 32 --device cpu --duration 10
+    python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crossrank import Reranker
+from crossrank.testing import build_random_reranker, generated_sentences
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def make_requests(n_requests: int, docs: int, seed: int = 0) -> list[tuple[str, list[str]]]:
+    pool = list(generated_sentences(2000, seed=seed))
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_requests):
+        # Passages of a few sentences each, so a pair is some tens to a couple hundred tokens.
+        passages = [" ".join(rng.sample(pool, rng.randint(2, 6))) for _ in range(docs)]
+        out.append((f"request {i}: " + rng.choice(pool), passages))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_library(reranker: Reranker, requests: list[tuple[str, list[str]]], duration: float) -> dict[str, Any]:
+    reranker.rerank(*requests[0])  # warm-up
+    latencies: list[float] = []
+    pairs = 0
+    started = time.perf_counter()
+    i = 0
+    while time.perf_counter() - started < duration:
+        query, docs = requests[i % len(requests)]
+        t = time.perf_counter()
+        reranker.rerank(query, docs)
+        latencies.append(time.perf_counter() - t)
+        pairs += len(docs)
+        i += 1
+    elapsed = time.perf_counter() - started
+    return {"mode": "library", "clients": 1, "requests": i, "pairs_per_s": pairs / elapsed,
+            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99)}
+
+
+async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float
+                        ) -> dict[str, Any]:
+    latencies: list[float] = []
+    pairs = 0
+    counter = 0
+    stop_at = time.perf_counter() + duration
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal pairs, counter
+        while time.perf_counter() < stop_at:
+            query, docs = requests[counter % len(requests)]
+            counter += 1
+            t = time.perf_counter()
+            resp = await client.post("/v1/rerank", json={"query": query, "documents": docs})
+            resp.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+            pairs += len(docs)
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients)) as client:
+        await client.post("/v1/rerank", json={"query": requests[0][0], "documents": requests[0][1]})  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+        metrics = (await client.get("/metrics")).text
+    mixed = [line for line in metrics.splitlines() if line.startswith("crossrank_batch_requests_sum")]
+    return {"mode": "service", "clients": clients, "requests": len(latencies), "pairs_per_s": pairs / elapsed,
+            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99),
+            "batch_requests_sum": mixed[0].split()[-1] if mixed else None}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(model_dir: str, device: str, max_batch_tokens: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "crossrank.server.command", "--model", model_dir, "--device", device,
+           "--port", str(port), "--max-batch-tokens", str(max_batch_tokens), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the service exited during start-up")
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the service did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", help="A saved cross-encoder; without it a random one is built.")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds per measurement.")
+    parser.add_argument("--docs", type=int, default=100, help="Documents per request.")
+    parser.add_argument("--clients", default="1,8,32", help="Concurrency levels, comma-separated.")
+    parser.add_argument("--max-batch-tokens", type=int, default=16384)
+    parser.add_argument("--json", help="Also write the rows to this file.")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir or str(build_random_reranker(Path(tmp) / "model", layers=args.layers,
+                                                                hidden=args.hidden, heads=args.heads))
+        requests = make_requests(64, args.docs)
+        reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
+        rows = [bench_library(reranker, requests, args.duration)]
+        reranker.close()
+        del reranker  # free the device before the service loads its own copy
+        proc, url = start_service(model_dir, args.device, args.max_batch_tokens)
+        try:
+            for clients in (int(c) for c in args.clients.split(",")):
+                rows.append(asyncio.run(bench_service(url, requests, clients, args.duration)))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        library = rows[0]["pairs_per_s"]
+        for row in rows:
+            row["share_of_library"] = row["pairs_per_s"] / library
+        model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
+        print(f"# device={args.device} machine={platform.node()} cpus={os.cpu_count()} docs/request={args.docs} "
+              f"duration={args.duration}s model={model} date={time.strftime('%Y-%m-%d')}")
+        print("| mode | clients | requests | pairs/s | share of library | p50 ms | p99 ms |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['pairs_per_s']:.0f} | "
+                  f"{100 * r['share_of_library']:.0f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
