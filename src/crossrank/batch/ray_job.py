@@ -1,9 +1,10 @@
 """The Ray Data batch job: read → ``map_batches`` over an actor pool (one Reranker per GPU or CPU slot) → write.
 
 Streaming end to end (Ray Data moves blocks through the pipeline and spills to disk), so the corpus need not fit in
-memory. Actors are restarted and their unfinished batches retried when a worker dies (``max_restarts`` /
-``max_task_retries``), so no row is lost or written twice. Flat input is ranked per query by a ``groupby("query")``
-shuffle after scoring; grouped input (a ``passages`` list per row) is ranked inside each row and needs no shuffle.
+memory. Actors are restarted and their unfinished batches retried when a worker dies (Ray Data's defaults for actor
+pools: ``max_restarts=-1``, ``max_task_retries=-1``), so no row is lost or written twice. Flat input is ranked per
+query by a ``groupby("query")`` shuffle after scoring; grouped input (a ``passages`` list per row) is ranked inside
+each row and needs no shuffle.
 Output row order is not the input's; join on your own id column (kept as is) or on ``(query, passage)``.
 """
 
@@ -38,7 +39,8 @@ class RerankActor:
 @dataclass(frozen=True)
 class RayJobOptions:
     """``workers``: actors (0: one per GPU of the cluster, else one per CPU but one); ``gpus_per_worker`` /
-    ``cpus_per_worker``: each actor's reservation; ``batch_rows``: rows handed to an actor at a time."""
+    ``cpus_per_worker``: each actor's reservation; ``batch_rows``: rows handed to an actor at a time;
+    ``rank_partitions``: partitions of the per-query ranking shuffle (flat input; fewer suits small jobs)."""
 
     workers: int = 0
     gpus_per_worker: float | None = None
@@ -47,6 +49,7 @@ class RayJobOptions:
     normalize: bool = True
     long_passages: str | None = None
     output_format: str = "parquet"
+    rank_partitions: int | None = None  # partitions of the groupby("query") shuffle (None: Ray's default, 200)
 
 
 def _read(path: Path) -> Any:
@@ -84,6 +87,8 @@ def run_ray(settings: ModelSettings, input_path: Path, output: Path, options: Ra
     dataset = _read(input_path)
     shape = input_shape(dataset.columns())
     workers, gpus, cpus, actor_settings = plan(options, settings)
+    # Ray Data gives actor pools max_restarts=-1 and max_task_retries=-1 by default: a dead actor comes back
+    # (reloading the model) and its unfinished batch runs again, so no row is lost or written twice (tested).
     scored = dataset.map_batches(
         actor_class,
         fn_constructor_kwargs={"settings": actor_settings, "normalize": options.normalize,
@@ -93,11 +98,10 @@ def run_ray(settings: ModelSettings, input_path: Path, output: Path, options: Ra
         concurrency=workers,
         num_cpus=cpus,
         **({"num_gpus": gpus} if gpus > 0 else {}),
-        max_restarts=-1,  # a dead actor comes back (reloading the model)...
-        max_task_retries=-1,  # ...and its unfinished batch runs again: no row lost, none written twice
     )
     if shape == FLAT:
-        scored = scored.groupby("query").map_groups(add_ranks, batch_format="pyarrow")
+        by_query = scored.groupby("query", num_partitions=options.rank_partitions)
+        scored = by_query.map_groups(add_ranks, batch_format="pyarrow")
     if options.output_format == "parquet":
         scored.write_parquet(str(output))
     else:
