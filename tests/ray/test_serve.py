@@ -70,3 +70,14 @@ def test_serve_deployment_answers_like_the_library(ray_local, tiny_model_dir: Pa
                                                                                 abs=1e-6)
     assert [r["index"] for r in tei.json()] == [r.index for r in expected]
     assert info.json()["model_id"] == str(tiny_model_dir)
+
+
+def test_the_serve_deploy_example_builds() -> None:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "ray-serve.yaml").read_text())
+    app = config["applications"][0]
+    assert app["import_path"] == "crossrank.ray.serve:build_app"
+    server, replicas = settings_from_args(app["args"])
+    assert server.model.model == app["args"]["model"]
+    assert replicas.deployment_options()["autoscaling_config"]["max_replicas"] == app["args"]["max_replicas"]
