@@ -1,5 +1,6 @@
 """Reranker behaviour, and parity with the reference (FlagEmbedding's FlagReranker) on the same weights."""
 
+import itertools
 import math
 
 import pytest
@@ -203,3 +204,17 @@ def test_library_prints_nothing(tiny_model_dir, capsys):
     r = Reranker(str(tiny_model_dir), device="cpu")
     r.rerank("q", [f"passage {i}" for i in range(300)])
     assert capsys.readouterr().out == ""
+
+
+def test_slices_tokenised_ahead_give_the_same_scores(tiny_model_dir, monkeypatch):
+    import crossrank.reranker as reranker_module
+
+    r = Reranker(str(tiny_model_dir), device="cpu", max_length=32, chunk_overlap=4)
+    texts = [*TEXTS, *generated_sentences(20, seed=9)]
+    whole = r.rerank("vitamin D", texts, long_passages="chunk")
+    seen = []
+    monkeypatch.setattr(reranker_module, "ENCODE_SLICE", 4)
+    sliced = r.rerank("vitamin D", texts, long_passages="chunk", progress=lambda *done_total: seen.append(done_total))
+    assert [(x.index, x.chunk) for x in sliced] == [(x.index, x.chunk) for x in whole]
+    assert [x.raw_score for x in sliced] == pytest.approx([x.raw_score for x in whole], abs=1e-5)
+    assert seen[-1] == (len(texts), len(texts)) and all(b[0] >= a[0] for a, b in itertools.pairwise(seen))

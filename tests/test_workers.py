@@ -19,7 +19,8 @@ from crossrank.tokenize import EncodedPair
 from crossrank.workers import WorkerPool, run_batches_on_pool
 
 TEXTS = list(generated_sentences(300, seed=11))
-PAIRS = [(TEXTS[i % 7], TEXTS[i]) for i in range(len(TEXTS))]
+# More pairs than one tokenisation slice of the Reranker (1024), so slices overlap on the workers.
+PAIRS = [(TEXTS[i % 7], TEXTS[(i * 11) % len(TEXTS)]) for i in range(2200)]
 
 
 class RecordingBackend:

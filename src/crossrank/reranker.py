@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -18,11 +19,18 @@ from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, run_batches
 from crossrank.settings import ModelSettings
 from crossrank.tokenize import EncodedPair, PairEncoder
-from crossrank.workers import WorkerPool, run_batches_on_pool
+from crossrank.workers import WorkerPool, submit_batches
 
 log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
+ENCODE_SLICE = 1024
+"""Pairs tokenised at a time; the next slice is tokenised while the model scores this one."""
+
+
+def _slice_progress(progress: ProgressCallback, offset: int, size: int, total: int) -> ProgressCallback:
+    """Report a slice's sequences scored as pairs done out of the whole call's pairs."""
+    return lambda done, of: progress(offset + done * size // max(of, 1), total)
 
 
 class Reranker:
@@ -133,16 +141,38 @@ class Reranker:
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
                     progress: ProgressCallback | None) -> tuple[list[float], list[int]]:
+        """Best logit and winning chunk per pair. Pairs go through in slices: the next slice is tokenised in a
+        thread (the fast tokenizer releases the GIL) while the model scores the current one."""
         if not pairs:
             return [], []
-        encoded = self.encode(pairs, long_passages)
+        mode = long_passages or self.settings.long_passages
+        slices = [pairs[i : i + ENCODE_SLICE] for i in range(0, len(pairs), ENCODE_SLICE)]
+        pair_of: list[int] = []
+        chunk_of: list[int] = []
+        collectors: list[Callable[[], list[float]]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize") as pool:
+            pending = pool.submit(self.encode, slices[0], mode)
+            for k, offset in enumerate(range(0, len(pairs), ENCODE_SLICE)):
+                encoded = pending.result()
+                if k + 1 < len(slices):
+                    pending = pool.submit(self.encode, slices[k + 1], mode)
+                on_batch = None if progress is None else _slice_progress(progress, offset, len(slices[k]), len(pairs))
+                collectors.append(self._start_batches(encoded, on_batch))
+                pair_of += [offset + e.pair for e in encoded]
+                chunk_of += [e.chunk for e in encoded]
+        logits = [value for collect in collectors for value in collect()]
+        if len(logits) == len(pairs):
+            return logits, chunk_of
+        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+
+    def _start_batches(self, encoded: list[EncodedPair], progress: ProgressCallback | None
+                       ) -> Callable[[], list[float]]:
+        """One device: score now. Several: queue the batches on the worker pool and return at once, so the next
+        slice joins the queue before this one ends and no GPU idles (same batches either way, so the same scores)."""
         if self.pool is not None:
-            logits = run_batches_on_pool(self.pool, encoded, self.settings.max_batch_tokens, progress)
-        else:
-            logits = run_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
-        if len(encoded) == len(pairs):
-            return logits, [0] * len(pairs)
-        return aggregate_chunks([e.pair for e in encoded], [e.chunk for e in encoded], logits, len(pairs))
+            return submit_batches(self.pool, encoded, self.settings.max_batch_tokens, progress)
+        logits = run_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
+        return lambda: logits
 
     def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
               progress: ProgressCallback | None = None) -> list[float]:

@@ -100,13 +100,15 @@ class WorkerPool:
             thread.join()
 
 
-def run_batches_on_pool(
+def submit_batches(
     pool: WorkerPool,
     encoded: Sequence[EncodedPair],
     max_batch_tokens: int,
     progress: ProgressCallback | None = None,
-) -> list[float]:
-    """:func:`crossrank.scoring.run_batches` over several workers: same packing, same batches, logits in input order."""
+) -> Callable[[], list[float]]:
+    """Pack like :func:`crossrank.scoring.run_batches` and hand every batch to the pool (waiting only for free workers);
+    returns a function that waits for the logits, in input order. Lets a caller queue its next slice of pairs while
+    this one still runs, so no worker idles at slice boundaries."""
     batches = pack_batches([len(e) for e in encoded], max_batch_tokens, padded=pool.padded)
     done = 0
     lock = threading.Lock()
@@ -124,4 +126,14 @@ def run_batches_on_pool(
         return work
 
     futures = [pool.submit(counted(batch)) for batch in batches]
-    return restore_order(batches, [f.result() for f in futures], len(encoded))
+    return lambda: restore_order(batches, [f.result() for f in futures], len(encoded))
+
+
+def run_batches_on_pool(
+    pool: WorkerPool,
+    encoded: Sequence[EncodedPair],
+    max_batch_tokens: int,
+    progress: ProgressCallback | None = None,
+) -> list[float]:
+    """:func:`crossrank.scoring.run_batches` over several workers: same packing, same batches, logits in input order."""
+    return submit_batches(pool, encoded, max_batch_tokens, progress)()

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import cohere
 import httpx
 import pytest
 from servertools import API_KEY, LiveServer
+
+# Imported once at collection, not inside tests: importing these large packages in a test while the live server's
+# thread imports lazily too can trip CPython 3.11's module-lock race (KeyError in importlib._bootstrap).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from langchain_cohere import CohereRerank
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
 from crossrank.testing import generated_sentences
 
@@ -20,8 +31,6 @@ def library_indices(reranker: Any, docs: list[str] = DOCS, top_k: int | None = N
 
 
 def test_cohere_client_v2(live_server: LiveServer, tiny_reranker: Any) -> None:
-    import cohere
-
     client = cohere.ClientV2(api_key=API_KEY, base_url=live_server.url)
     response = client.rerank(model="bge-reranker-v2-m3", query=QUERY, documents=DOCS, top_n=4)
     assert [r.index for r in response.results] == library_indices(tiny_reranker, top_k=4)
@@ -30,8 +39,6 @@ def test_cohere_client_v2(live_server: LiveServer, tiny_reranker: Any) -> None:
 
 
 def test_cohere_client_v1(live_server: LiveServer, tiny_reranker: Any) -> None:
-    import cohere
-
     client = cohere.Client(api_key=API_KEY, base_url=live_server.url)
     response = client.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCS, top_n=len(DOCS),
                              return_documents=True)
@@ -40,8 +47,6 @@ def test_cohere_client_v1(live_server: LiveServer, tiny_reranker: Any) -> None:
 
 
 def test_cohere_sdk_is_refused_with_a_wrong_key(live_server: LiveServer) -> None:
-    import cohere
-
     client = cohere.ClientV2(api_key="wrong", base_url=live_server.url)
     with pytest.raises(cohere.core.api_error.ApiError) as info:
         client.rerank(model="m", query=QUERY, documents=DOCS)
@@ -52,9 +57,6 @@ def test_cohere_sdk_is_refused_with_a_wrong_key(live_server: LiveServer) -> None
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the SDK leaves its socket to the GC
 def test_langchain_cohere_rerank(live_server: LiveServer, tiny_reranker: Any) -> None:
-    from langchain_cohere import CohereRerank
-    from langchain_core.documents import Document
-
     reranker = CohereRerank(cohere_api_key=API_KEY, base_url=live_server.url, model="rerank-v3.5", top_n=3)
     ranked = reranker.rerank(documents=DOCS, query=QUERY)
     assert [r["index"] for r in ranked] == library_indices(tiny_reranker, top_k=3)
@@ -66,9 +68,6 @@ def test_langchain_cohere_rerank(live_server: LiveServer, tiny_reranker: Any) ->
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the SDK leaves its socket to the GC
 def test_llama_index_tei_rerank(live_server: LiveServer, tiny_reranker: Any) -> None:
-    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-    from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
-
     # It sends the raw key as Authorization (no "Bearer") and asserts one result per text.
     post = TextEmbeddingInference(base_url=live_server.url, top_n=len(DOCS), auth_token=API_KEY)
     nodes = [NodeWithScore(node=TextNode(text=d), score=0.0) for d in DOCS]

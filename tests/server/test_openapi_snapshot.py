@@ -5,6 +5,7 @@ Regenerate after an intended change with ``CROSSRANK_UPDATE_SNAPSHOT=1 pytest te
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -21,4 +22,6 @@ def test_openapi_matches_snapshot() -> None:
     current = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     if os.environ.get("CROSSRANK_UPDATE_SNAPSHOT") == "1":
         SNAPSHOT.write_text(current, encoding="utf-8")
-    assert current == SNAPSHOT.read_text(encoding="utf-8"), "API changed: review, then regenerate the snapshot"
+    expected = SNAPSHOT.read_text(encoding="utf-8")
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), current.splitlines(True), "snapshot", "now", n=2))
+    assert current == expected, "API changed: review, then regenerate the snapshot\n" + diff[:4000]

@@ -52,6 +52,14 @@ async def test_v1_documents_as_objects_and_returned(client: httpx.AsyncClient, t
     assert len(body["results"]) == len(DOCS)  # one per document when top_n is absent
     assert_same_ranking([(r["index"], r["relevance_score"]) for r in body["results"]], library_order(tiny_reranker))
     assert all(r["document"] == {"text": DOCS[r["index"]]} for r in body["results"])
+    assert all("raw_score" not in r for r in body["results"]), "raw_score only when asked"
+
+
+async def test_raw_scores_extension_on_cohere_routes(client: httpx.AsyncClient, tiny_reranker: Any) -> None:
+    expected = {r.index: r.raw_score for r in tiny_reranker.rerank(QUERY, DOCS)}
+    for route in ("/v1/rerank", "/v2/rerank", "/rerank"):
+        body = (await client.post(route, json={"query": QUERY, "documents": DOCS, "raw_scores": True})).json()
+        assert {r["index"]: r["raw_score"] for r in body["results"]} == pytest.approx(expected, abs=1e-5)
 
 
 async def test_tei_body_on_rerank(client: httpx.AsyncClient, tiny_reranker: Any) -> None:

@@ -30,7 +30,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run"]
 API_KEY = "test-key-0123"
 PAYLOAD_LIMIT = 150_000
-SERVE = "import typer; from crossrank.server.command import serve; typer.run(serve)"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 GREEN = "rgb(31, 122, 58)"   # --good in style.css
 RED = "rgb(180, 35, 24)"     # --bad in style.css
@@ -53,8 +52,7 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """A live `crossrank serve` on loopback, with an API key and a small payload limit so errors are reachable."""
     port = _free_port()
     env = {**os.environ, "CROSSRANK_API_KEY": API_KEY}   # via the env var, so the key is not on the command line
-    # The `serve` command itself (what `crossrank serve` runs), so every option is parsed exactly as on the CLI.
-    command = [sys.executable, "-c", SERVE, "--model", str(tiny_model_dir),
+    command = [sys.executable, "-m", "crossrank", "serve", "--model", str(tiny_model_dir),
                "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--payload-limit", str(PAYLOAD_LIMIT)]
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     log = log_path.open("wb")   # a file, not a pipe: a pipe nobody reads would stall a chatty server

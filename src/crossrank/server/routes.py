@@ -116,12 +116,14 @@ async def _rerank(request: Request, response: Response, query: str, texts: list[
 
 def _cohere_response(request: Request, body: CohereRerankRequest, outcome: RerankOutcome) -> RerankResponse:
     with_text = bool(body.return_documents)
+    with_raw = bool(body.raw_scores)
     return RerankResponse(
         id=str(uuid.uuid4()),
         model=_engine(request).reranker.model_name,
         results=[
             RerankResultItem(index=r.index, relevance_score=r.score,
-                             document=ResultDocument(text=r.text) if with_text else None)
+                             document=ResultDocument(text=r.text) if with_text else None,
+                             raw_score=r.raw_score if with_raw else None)
             for r in outcome.results
         ],
         usage=Usage(prompt_tokens=outcome.tokens, total_tokens=outcome.tokens),

@@ -52,6 +52,9 @@ class CohereRerankRequest(WireModel):
     )
     max_chunks_per_doc: int | None = Field(None, ge=1, description="Accepted (Xinference); ignored.")
     return_len: bool | None = Field(None, description="Accepted (Xinference); ignored.")
+    raw_scores: bool | None = Field(
+        None, description="crossrank extension: also return each result's raw logit as raw_score."
+    )
 
     _check_query = field_validator("query")(_non_empty_query)
 
@@ -94,6 +97,7 @@ class RerankResultItem(WireModel):
     index: int = Field(description="Position of the document in the request.")
     relevance_score: float = Field(description="Sigmoid of the model's logit, in [0, 1].")
     document: ResultDocument | None = Field(None, description="Present only when return_documents was true.")
+    raw_score: float | None = Field(None, description="The model's logit; present only when raw_scores was true.")
 
 
 class Usage(WireModel):

@@ -1,4 +1,4 @@
-/* crossrank web page: talks to the service's own API (/v1/rerank, /rerank for raw logits, /info).
+/* crossrank web page: talks to the service's own API (/v1/rerank with raw_scores, /info).
  * Safety rule for this file: user text (queries, passages, error details) only ever reaches the page through
  * textContent or text nodes — never parsed as markup — so hostile passages show literally and run nothing. */
 (function () {
@@ -245,16 +245,14 @@
       });
   }
 
-  /** Normalised scores from /v1/rerank; raw logits from the same answer when present, else from TEI /rerank. */
+  /** Normalised scores and raw logits in one /v1/rerank answer (crossrank's raw_scores extension). */
   function score(query, docs) {
-    return postJson("v1/rerank", { query: query, documents: docs, return_documents: false }).then(function (v1) {
-      if (!v1 || !Array.isArray(v1.results)) throw new ServiceError(t("eShape"), 200);
-      var hasRaw = v1.results.every(function (r) { return typeof r.raw_score === "number"; });
-      if (hasRaw) return { v1: v1, raw: null };
-      return postJson("rerank", { query: query, texts: docs, raw_scores: true, truncate: true }).then(function (tei) {
-        if (!Array.isArray(tei)) throw new ServiceError(t("eShape"), 200);
-        return { v1: v1, raw: tei };
-      });
+    var body = { query: query, documents: docs, return_documents: false, raw_scores: true };
+    return postJson("v1/rerank", body).then(function (v1) {
+      var ok = v1 && Array.isArray(v1.results) &&
+        v1.results.every(function (r) { return typeof r.raw_score === "number"; });
+      if (!ok) throw new ServiceError(t("eShape"), 200);
+      return v1;
     });
   }
 
@@ -425,16 +423,14 @@
     setBusy(true, parsed.docs.length);
     var started = performance.now();
     score(query, parsed.docs).then(function (answer) {
-      var rawByIndex = new Map();
-      if (answer.raw) answer.raw.forEach(function (r) { rawByIndex.set(r.index, r.score); });
-      var rows = answer.v1.results.map(function (r, i) {
+      var rows = answer.results.map(function (r, i) {
         return {
           rank: i + 1, index: r.index, line: parsed.lines[r.index], text: parsed.docs[r.index],
-          score: r.relevance_score, raw: answer.raw ? rawByIndex.get(r.index) : r.raw_score
+          score: r.relevance_score, raw: r.raw_score
         };
       });
-      state.run = { query: query, model: answer.v1.model || null, ms: Math.round(performance.now() - started), rows: rows };
-      if (typeof answer.v1.model === "string") el.infoModel.textContent = answer.v1.model;
+      state.run = { query: query, model: answer.model || null, ms: Math.round(performance.now() - started), rows: rows };
+      if (typeof answer.model === "string") el.infoModel.textContent = answer.model;
       renderCards();
     }).catch(function (err) {
       showError(err instanceof ServiceError ? err.message : t("eShape"));

@@ -1,0 +1,265 @@
+"""The fast path: XLM-RoBERTa / RoBERTa / BERT cross-encoders on packed sequences, with no padding.
+
+All sequences of a batch are concatenated into one ``[tokens, hidden]`` tensor; each keeps its own position ids, and
+attention is variable-length, so no work is spent on padding and attention costs grow with each sequence's own length.
+The Hugging Face module's own weights are used in place (no conversion step, no copy: the Q/K/V projections are
+re-pointed at one fused ``[3*hidden, hidden]`` tensor so that the three projections are one GEMM).
+
+Attention, in order of preference:
+- ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen op) on CUDA in fp16/bf16;
+- ``flash_attn.flash_attn_varlen_func`` on CUDA in fp16/bf16 where flash-attn is installed and varlen_attn is not;
+- everywhere else (CPU, fp32 on CUDA, MPS): ``scaled_dot_product_attention`` per sequence. Measured on the 2-core CPU
+  with a MiniLM-sized model this beats padding the batch (see benchmarks/RESULTS-throughput.md), and it is exact.
+
+The last layer only needs the first token of each sequence (the classification head reads nothing else), so its
+attention is computed for those queries only and its output projection and feed-forward run on one row per sequence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossrank.tokenize import EncodedPair
+
+_ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
+_BERT_TYPES = ("bert",)
+_GELU_ACTS = ("gelu", "gelu_new", "gelu_python", "relu")
+
+
+def _base(model: Any) -> Any:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in _ROBERTA_TYPES:
+        return getattr(model, "roberta", None)
+    if model_type in _BERT_TYPES:
+        return getattr(model, "bert", None)
+    return None
+
+
+def supports(model: Any) -> bool:
+    """True for a one-logit ``*ForSequenceClassification`` of the RoBERTa/XLM-R/BERT family with the standard layout.
+
+    Anything unusual (relative position embeddings, decoder mode, a custom head) is left to the padded backend.
+    """
+    config = getattr(model, "config", None)
+    base = _base(model)
+    if config is None or base is None or getattr(model, "classifier", None) is None:
+        return False
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return False
+    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return False
+    if getattr(config, "hidden_act", None) not in _GELU_ACTS:
+        return False
+    try:
+        layer = base.encoder.layer[0]
+        _ = (layer.attention.self.query, layer.attention.output.dense, layer.intermediate.dense, layer.output.dense)
+        _ = (base.embeddings.word_embeddings, base.embeddings.position_embeddings, base.embeddings.LayerNorm)
+    except AttributeError:
+        return False
+    if config.model_type in _BERT_TYPES:
+        return getattr(base, "pooler", None) is not None and isinstance(model.classifier, torch.nn.Linear)
+    return hasattr(model.classifier, "dense") and hasattr(model.classifier, "out_proj")
+
+
+def _sdpa_per_sequence(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int,
+    first_only: bool,
+) -> torch.Tensor:
+    """Exact fallback: one SDPA call per sequence, ``[tokens, heads, dim]`` in and out (one row per sequence if
+    ``first_only``). ``cu_host`` holds the same offsets as ``cu`` on the CPU, to slice without device syncs."""
+    bounds = cu_host.tolist()
+    outs = []
+    for start, end in itertools.pairwise(bounds):
+        qs = q[start : start + 1] if first_only else q[start:end]
+        out = F.scaled_dot_product_attention(
+            qs.transpose(0, 1), k[start:end].transpose(0, 1), v[start:end].transpose(0, 1)
+        )
+        outs.append(out.transpose(0, 1))
+    return torch.cat(outs)
+
+
+def _post_attention(
+    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
+    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
+    ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Output projection, residual + LayerNorm, feed-forward, residual + LayerNorm (post-LN, as BERT and XLM-R).
+    Under ``torch.compile`` the residual adds, LayerNorms and bias + GELU become fused Triton kernels."""
+    h = F.layer_norm(F.linear(ctx, o_w, o_b) + x, (x.shape[-1],), ln1_w, ln1_b, ln1_eps)
+    return F.layer_norm(F.linear(act(F.linear(h, i_w, i_b)), f_w, f_b) + h, (h.shape[-1],), ln2_w, ln2_b, ln2_eps)
+
+
+def _varlen_attention() -> Callable[..., Any] | None:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def _flash_attention() -> Callable[..., Any] | None:
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func  # type: ignore[no-any-return,unused-ignore]
+
+
+class PackedBackend:
+    """Runs a supported cross-encoder on one packed ``[tokens, hidden]`` batch; one float32 logit per sequence."""
+
+    name = "packed"
+    padded = False
+
+    def __init__(
+        self, model: Any, *, device: torch.device, dtype: torch.dtype, attention: str = "auto", compile: bool = False
+    ) -> None:
+        if not supports(model):
+            raise ValueError(f"the packed backend does not know {type(model).__name__}")
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        config = model.config
+        self.base: Any = _base(model)
+        self.is_bert = config.model_type in _BERT_TYPES
+        emb = self.base.embeddings
+        # RoBERTa numbers positions from padding_idx + 1; BERT from 0.
+        self.position_offset = 0 if self.is_bert else int(emb.padding_idx if hasattr(emb, "padding_idx") else
+                                                             config.pad_token_id) + 1
+        self.heads = int(config.num_attention_heads)
+        self.head_dim = int(config.hidden_size) // self.heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.layers = list(self.base.encoder.layer)
+        self._fuse_qkv()
+        self._collect_post_weights()
+        # The module's own activation (exact erf GELU for "gelu"), so numerics match the reference.
+        self.act = self.layers[0].intermediate.intermediate_act_fn
+        # Optional torch.compile of the post-attention part (dynamic token count, one graph for all layers); off by
+        # default: see benchmarks/RESULTS-throughput.md for what it measured.
+        self._post_compiled: Callable[..., torch.Tensor] | None = (
+            torch.compile(_post_attention, dynamic=True) if compile else None
+        )
+        self.attention_kind = self._choose_attention(attention)
+        self._cuda = device.type == "cuda"
+
+    def _fuse_qkv(self) -> None:
+        """Point each layer's query/key/value weights at slices of one fused tensor: one GEMM instead of three, and
+        no extra memory (the HF modules keep working, on views of the same storage)."""
+        self.qkv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer in self.layers:
+            attn = layer.attention.self
+            mods = (attn.query, attn.key, attn.value)
+            with torch.no_grad():
+                weight = torch.cat([m.weight for m in mods]).contiguous()
+                bias = torch.cat([m.bias for m in mods]).contiguous()
+                rows = mods[0].weight.shape[0]
+                for i, m in enumerate(mods):
+                    m.weight = torch.nn.Parameter(weight[i * rows : (i + 1) * rows], requires_grad=False)
+                    m.bias = torch.nn.Parameter(bias[i * rows : (i + 1) * rows], requires_grad=False)
+            self.qkv.append((weight, bias))
+
+    def _choose_attention(self, attention: str) -> str:
+        half = self.dtype in (torch.float16, torch.bfloat16)
+        if attention == "auto":
+            if self.device.type == "cuda" and half and _varlen_attention() is not None:
+                return "varlen"
+            if self.device.type == "cuda" and half and _flash_attention() is not None:
+                return "flash_attn"
+            return "sdpa"
+        if attention not in ("varlen", "flash_attn", "sdpa"):
+            raise ValueError(f"unknown attention {attention!r}: use auto, varlen, flash_attn or sdpa")
+        if attention != "sdpa" and not (self.device.type == "cuda" and half):
+            raise ValueError(f"attention={attention!r} needs a CUDA device and fp16/bf16")
+        return attention
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor,
+        max_len: int, first_only: bool,
+    ) -> torch.Tensor:
+        if self.attention_kind == "sdpa":
+            return _sdpa_per_sequence(q, k, v, cu, cu_host, max_len, first_only)
+        n = cu.numel() - 1
+        if first_only:
+            q = q[cu[:-1].long()]
+            cu_q = torch.arange(n + 1, device=cu.device, dtype=cu.dtype)
+            max_q = 1
+        else:
+            cu_q, max_q = cu, max_len
+        if self.attention_kind == "varlen":
+            fn = _varlen_attention()
+            assert fn is not None
+            return fn(q, k, v, cu_q, cu, max_q, max_len)
+        fn = _flash_attention()
+        assert fn is not None
+        return fn(q, k, v, cu_q, cu, max_q, max_len)
+
+    def _inputs(self, batch: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """All index tensors of the batch built at once on the host: ``[3, tokens]`` (ids, positions, types) and the
+        cumulative offsets. One pinned buffer, so the transfer to the GPU is a single asynchronous copy."""
+        lengths = np.fromiter((len(p) for p in batch), dtype=np.int64, count=len(batch))
+        total = int(lengths.sum())
+        cu = np.zeros(len(batch) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=cu[1:])
+        host = torch.empty((3, total), dtype=torch.long, pin_memory=self._cuda)
+        buf = host.numpy()
+        buf[0] = np.fromiter(itertools.chain.from_iterable(p.input_ids for p in batch), dtype=np.int64, count=total)
+        buf[1] = np.arange(total, dtype=np.int64) - np.repeat(cu[:-1], lengths) + self.position_offset
+        if batch[0].token_type_ids is not None:
+            buf[2] = np.fromiter(
+                itertools.chain.from_iterable(p.token_type_ids or [0] * len(p) for p in batch), dtype=np.int64,
+                count=total,
+            )
+        else:
+            buf[2] = 0
+        return host, torch.from_numpy(cu), int(lengths.max())
+
+    def _layer(
+        self, i: int, x: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int, last: bool
+    ) -> torch.Tensor:
+        weight, bias = self.qkv[i]
+        tokens = x.shape[0]
+        qkv = F.linear(x, weight, bias).view(tokens, 3, self.heads, self.head_dim)
+        q, k, v = qkv.unbind(1)
+        ctx = self._attend(q, k, v, cu, cu_host, max_len, first_only=last)
+        if last:
+            # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
+            x = x[cu[:-1].long()] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
+        ctx = ctx.reshape(ctx.shape[0], -1)
+        post: Callable[..., torch.Tensor] = _post_attention
+        if self._post_compiled is not None and not last:
+            post = self._post_compiled
+        return post(ctx, x, *self.post_weights[i], self.act)
+
+    def _collect_post_weights(self) -> None:
+        """Everything after attention, as plain tensors, so one function (compiled or not) serves all layers."""
+        self.post_weights: list[tuple[Any, ...]] = []
+        for layer in self.layers:
+            a, inter, out = layer.attention.output, layer.intermediate, layer.output
+            self.post_weights.append((
+                a.dense.weight, a.dense.bias, a.LayerNorm.weight, a.LayerNorm.bias, a.LayerNorm.eps,
+                inter.dense.weight, inter.dense.bias, out.dense.weight, out.dense.bias,
+                out.LayerNorm.weight, out.LayerNorm.bias, out.LayerNorm.eps,
+            ))
+
+    @torch.inference_mode()
+    def forward(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
+        """One logit per sequence of ``batch``, as a 1-D float32 CPU tensor, in batch order."""
+        host, cu_host, max_len = self._inputs(batch)
+        idx = host.to(self.device, non_blocking=self._cuda)
+        cu = cu_host.to(self.device, non_blocking=self._cuda).to(torch.int32)
+        emb = self.base.embeddings
+        x = emb.word_embeddings(idx[0]) + emb.position_embeddings(idx[1]) + emb.token_type_embeddings(idx[2])
+        x = emb.LayerNorm(x)
+        for i in range(len(self.layers)):
+            x = self._layer(i, x, cu, cu_host, max_len, last=i == len(self.layers) - 1)
+        first = x.unsqueeze(1)  # [sequences, 1, hidden]: the heads read features[:, 0]
+        head_in = self.base.pooler(first) if self.is_bert else first
+        logits = self.model.classifier(head_in)
+        return logits.view(-1).float().cpu()

@@ -1,0 +1,144 @@
+"""The packed backend scores like the padded reference and like FlagReranker (fp32, CPU), on XLM-R and BERT models."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossrank import Reranker
+from crossrank.backends.packed import PackedBackend, supports
+from crossrank.testing import generated_sentences
+
+TOL = 1e-5
+
+
+def _pairs(n: int, seed: int, max_words: int = 40) -> list[tuple[str, str]]:
+    """Mixed lengths: empty passages, one-word ones, and passages long enough to be truncated."""
+    rng = random.Random(seed)
+    sentences = list(generated_sentences(300, seed=seed))
+    pairs = []
+    for i in range(n):
+        query = rng.choice(sentences)
+        words = rng.choice([0, 1, 3, 10, max_words])
+        passage = " ".join(rng.choice(sentences) for _ in range(rng.randint(0, words)))
+        pairs.append((query if i % 7 else query * 3, passage))
+    return pairs
+
+
+def _close(a: list[float], b: list[float], tol: float = TOL) -> None:
+    assert len(a) == len(b)
+    worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
+    assert worst < tol, worst
+
+
+@pytest.fixture(scope="module", params=["tiny", "mid"])
+def model_dir(request: pytest.FixtureRequest) -> Path:
+    return Path(request.getfixturevalue(f"{request.param}_model_dir"))
+
+
+@pytest.fixture(scope="module")
+def bert_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random BertForSequenceClassification with a WordPiece tokenizer trained here (token type ids matter)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials)
+    tok.train_from_iterator(generated_sentences(400), trainer)
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=128, type_vocab_size=2, num_labels=1, pad_token_id=0,
+    )
+    torch.manual_seed(3)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)
+        model.bert.embeddings.token_type_embeddings.weight.normal_(0.0, 1.0)  # make a wrong type id visible
+    path = tmp_path_factory.mktemp("bert") / "bert-reranker"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_auto_picks_packed_for_xlmr(tiny_model_dir: Path) -> None:
+    r = Reranker(str(tiny_model_dir), device="cpu")
+    assert r.backend.name == "packed"
+    assert r.backend.padded is False
+
+
+def test_packed_equals_padded_and_flagreranker(model_dir: Path) -> None:
+    from FlagEmbedding import FlagReranker
+
+    pairs = _pairs(60, seed=1)
+    ref = FlagReranker(str(model_dir), use_fp16=False, devices="cpu").compute_score(pairs)
+    packed = Reranker(str(model_dir), device="cpu", backend="packed").compute_score(pairs)
+    padded = Reranker(str(model_dir), device="cpu", backend="padded").compute_score(pairs)
+    _close(packed, ref)
+    _close(padded, ref)
+
+
+def test_long_inputs_and_small_budget(model_dir: Path) -> None:
+    """Passages far beyond max_length, and a token budget so small that most batches hold one sequence."""
+    pairs = [(q, (p + " ") * 60) for q, p in _pairs(12, seed=2)]
+    padded = Reranker(str(model_dir), device="cpu", backend="padded", max_length=512).compute_score(pairs)
+    packed = Reranker(str(model_dir), device="cpu", backend="packed", max_length=512, max_batch_tokens=700)
+    assert max(len(e) for e in packed.encode(pairs)) == 512
+    _close(packed.compute_score(pairs), padded)
+
+
+def test_chunked_passages(model_dir: Path) -> None:
+    pairs = _pairs(10, seed=4, max_words=200)
+    kwargs = {"device": "cpu", "max_length": 64, "long_passages": "chunk", "chunk_overlap": 8}
+    packed = Reranker(str(model_dir), backend="packed", **kwargs)  # type: ignore[arg-type]
+    padded = Reranker(str(model_dir), backend="padded", **kwargs)  # type: ignore[arg-type]
+    assert len(packed.encode(pairs)) > len(pairs)  # some passages really were split
+    a = packed.rerank("query about data analysis", [p for _, p in pairs])
+    b = padded.rerank("query about data analysis", [p for _, p in pairs])
+    assert [(x.index, x.chunk) for x in a] == [(y.index, y.chunk) for y in b]
+    _close([x.raw_score for x in a], [y.raw_score for y in b])
+
+
+def test_one_batch_matches_each_sequence_alone(tiny_model_dir: Path) -> None:
+    """Packing must not leak attention between sequences: a batch equals each sequence run by itself."""
+    r = Reranker(str(tiny_model_dir), device="cpu", backend="packed")
+    encoded = r.encode(_pairs(9, seed=5))
+    together = r.backend.forward(encoded)
+    alone = torch.cat([r.backend.forward([e]) for e in encoded])
+    assert together.dtype == torch.float32 and together.shape == (len(encoded),)
+    torch.testing.assert_close(together, alone, rtol=0, atol=TOL)
+
+
+def test_bert_with_token_types(bert_model_dir: Path) -> None:
+    from FlagEmbedding import FlagReranker
+
+    pairs = _pairs(30, seed=6)
+    packed = Reranker(str(bert_model_dir), device="cpu", max_length=128)
+    assert packed.backend.name == "packed"
+    assert packed.encode(pairs[:1])[0].token_type_ids is not None
+    ref = FlagReranker(str(bert_model_dir), use_fp16=False, devices="cpu", max_length=128).compute_score(pairs)
+    padded = Reranker(str(bert_model_dir), device="cpu", max_length=128, backend="padded").compute_score(pairs)
+    _close(packed.compute_score(pairs), ref)
+    _close(padded, ref)
+
+
+def test_unknown_architecture_falls_back_to_padded() -> None:
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    model = DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, num_labels=1)
+    )
+    assert not supports(model)
+    with pytest.raises(ValueError, match="does not know"):
+        PackedBackend(model, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_varlen_attention_refused_on_cpu(tiny_reranker: Reranker) -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, attention="varlen")

@@ -1,0 +1,92 @@
+"""``crossrank eval`` end to end through typer's CliRunner, on the toy dataset with the tiny random model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crossrank.cli import app
+from crossrank.eval.trec import read_trec_run
+from crossrank.testing import build_random_reranker
+
+runner = CliRunner()
+METRICS = "ndcg@10,mrr@10,recall@100"
+
+
+def invoke(*args: str) -> object:
+    result = runner.invoke(app, ["eval", *args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def second_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_for_tests) -> Path:  # type: ignore[no-untyped-def]
+    return build_random_reranker(tmp_path_factory.mktemp("second") / "second", seed=5, tokenizer=tokenizer_for_tests)
+
+
+def test_eval_writes_a_report_runs_and_a_chart(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = invoke(str(toy_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--top-k", "4",
+                    "--metrics", METRICS, "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"] == METRICS.split(",")
+    assert report["dataset"]["queries"] == 3 and report["top_k"] == 4
+    assert report["first_stage"]["name"] == "bm25"
+    [entry] = report["rerankers"]
+    assert entry["model"] == str(tiny_model_dir)
+    assert entry["timings"]["scored"] == entry["timings"]["pairs"] > 0
+    for m in report["metrics"]:
+        c = entry["metrics"][m]
+        assert c["delta"] == pytest.approx(c["reranked"] - c["baseline"])
+        assert c["baseline"] == pytest.approx(report["first_stage"]["metrics"][m])
+        assert c["wins"] + c["losses"] + c["ties"] == 3
+        assert 0.0 <= c["p_value"] <= 1.0
+    # Reranking reorders the same candidates: recall at a depth past top-k cannot move.
+    assert entry["metrics"]["recall@100"]["delta"] == 0.0
+    first = read_trec_run(out / "first-stage.trec")
+    reranked = read_trec_run(out / entry["run_file"])
+    assert {q: set(d) for q, d in first.items()} == {q: set(d) for q, d in reranked.items()}
+    assert all(len(d) <= 4 for d in first.values())
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ndcg@10" in result.output  # type: ignore[attr-defined]
+
+    # Run again: every pair comes from the cache.
+    invoke(str(toy_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--top-k", "4", "--output", str(out))
+    again = json.loads((out / "report.json").read_text())["rerankers"][0]["timings"]
+    assert again["scored"] == 0 and again["cached"] == entry["timings"]["pairs"]
+
+
+def test_compare_puts_several_models_in_one_report(toy_dir: Path, tiny_model_dir: Path, second_model_dir: Path,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    invoke(str(toy_dir), "--compare", str(tiny_model_dir), str(second_model_dir), "--device", "cpu",
+           "--top-k", "3", "--metrics", "ndcg@10", "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["rerankers"]] == [str(tiny_model_dir), str(second_model_dir)]
+    assert len({r["run_file"] for r in report["rerankers"]}) == 2
+    assert all((out / r["run_file"]).is_file() for r in report["rerankers"])
+
+
+def test_options_read_crossrank_environment_variables(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    result = runner.invoke(app, ["eval", str(toy_dir)], env={
+        "CROSSRANK_MODEL": str(tiny_model_dir), "CROSSRANK_DEVICE": "cpu", "CROSSRANK_TOP_K": "2",
+        "CROSSRANK_METRICS": "mrr@10", "CROSSRANK_OUTPUT": str(out)})
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["top_k"] == 2 and report["metrics"] == ["mrr@10"]
+
+
+def test_unknown_dataset_fails_with_where_it_looked(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", "no-such-set", "--data-dir", str(tmp_path / "cache")],
+                           env={"CROSSRANK_BEIR_URL": tmp_path.as_uri() + "/{name}.zip"})
+    assert result.exit_code != 0
+    assert "no-such-set" in result.output and "cache" in result.output
+
+
+def test_extra_models_need_compare(toy_dir: Path) -> None:
+    result = runner.invoke(app, ["eval", str(toy_dir), "model-a"])
+    assert result.exit_code != 0 and "--compare" in result.output
