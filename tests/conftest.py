@@ -38,3 +38,12 @@ def tiny_reranker(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     from crossrank import Reranker
 
     return Reranker(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ray_local():  # type: ignore[no-untyped-def]
+    """One small local Ray instance for every Ray test of the session (2 CPUs, no dashboard), shut down at the end."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -216,6 +216,7 @@ def check(
 
 
 # Commands of the optional parts; their modules import fastapi, ray or bm25s only when run.
+from crossrank.batch.command import batch  # noqa: E402
 from crossrank.eval.command import eval_command  # noqa: E402
 from crossrank.server.command import serve  # noqa: E402
 from crossrank.server.ui_command import UI_CONTEXT, ui  # noqa: E402
@@ -223,3 +224,4 @@ from crossrank.server.ui_command import UI_CONTEXT, ui  # noqa: E402
 app.command("serve")(serve)
 app.command("ui", context_settings=UI_CONTEXT)(ui)
 app.command("eval")(eval_command)
+app.command("batch")(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,26 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def resolve_devices(devices: str | Sequence[str | torch.device]) -> list[torch.device]:
+    """Several devices for one worker each: ``"all"`` (every visible CUDA device, else the one ``auto`` device),
+    ``"0,1"`` (CUDA indexes), ``"cuda:0,cuda:1"``, a list such as ``["cuda:0", "cuda:1"]``, or ``"cpu,cpu"`` (two CPU
+    workers; useful to test the multi-worker path). Each entry is checked as :func:`resolve_device` checks one."""
+    if isinstance(devices, str):
+        if devices.strip() == "all":
+            if torch.cuda.is_available():
+                return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+            return [resolve_device("auto")]
+        entries: list[str | torch.device] = [d.strip() for d in devices.split(",") if d.strip()]
+    else:
+        entries = list(devices)
+    if not entries:
+        raise DeviceError("devices is empty: use all, a list of CUDA indexes such as 0,1, or device names")
+    resolved = [resolve_device(f"cuda:{d}" if isinstance(d, str) and d.isdigit() else d) for d in entries]
+    # A bare "cuda" means the current device; name it so two workers never think they differ when they don't.
+    return [torch.device("cuda", torch.cuda.current_device()) if d.type == "cuda" and d.index is None else d
+            for d in resolved]
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -4,7 +4,9 @@ Pairs, not requests, are the unit of work. ``await engine.rerank(query, texts)``
 thread (off the event loop, so the next pairs are ready while the model runs), then puts every encoded sequence in one
 shared queue. A single worker thread owns the model: it takes a window of queued sequences, packs them under the token
 budget with :func:`crossrank.batching.pack_batches` (so sequences of concurrent requests share batches), runs each batch
-through :func:`crossrank.scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. A
+through :func:`crossrank.scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. With
+several devices (``Reranker(devices=...)``) the worker hands each packed batch to the reranker's
+:class:`crossrank.workers.WorkerPool`, one thread per device, whichever is free. A
 request whose caller went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself
 is :mod:`crossrank.ranking`'s, exactly as in :class:`crossrank.Reranker`.
 
@@ -24,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from crossrank.backends.base import Backend
 from crossrank.batching import pack_batches
 from crossrank.errors import CrossrankError
 from crossrank.inputs import check_passages, check_query
@@ -164,6 +167,8 @@ class Engine:
         self._tokenizer_pool: ThreadPoolExecutor | None = None
         self._listeners: list[Callable[[BatchStats], None]] = []
         self._stats_lock = threading.Lock()
+        # With several devices (reranker.pool), batches finish on several worker threads at once.
+        self._deliver_lock = threading.Lock()
         self._batches = 0
         self._pairs = 0
         self._tokens = 0
@@ -347,35 +352,47 @@ class Engine:
                 # Checked again per batch: a caller may have left while earlier batches ran.
                 items = [window[i] for i in batch if not (window[i].request.cancelled or window[i].request.failed)]
                 if items:
-                    self._run_batch(items)
+                    self._dispatch(items)
 
-    def _run_batch(self, items: list[_Item]) -> None:
+    def _dispatch(self, items: list[_Item]) -> None:
+        """One device: run the batch here. Several: hand it to the next free worker (waiting while all are busy, so
+        sequences keep queueing on our side and later batches still mix requests)."""
+        pool = getattr(self.reranker, "pool", None)
+        if pool is None:
+            self._run_batch(items, self.reranker.backend)
+        else:
+            pool.submit(lambda backend: self._run_batch(items, backend))
+
+    def _run_batch(self, items: list[_Item], backend: Backend) -> None:
         requests = list(dict.fromkeys(it.request for it in items))
         started = time.perf_counter()
-        for r in requests:
-            if r.first_batch_at is None:
-                r.first_batch_at = started
+        with self._deliver_lock:
+            for r in requests:
+                if r.first_batch_at is None:
+                    r.first_batch_at = started
         try:
-            logits = forward_with_backoff(self.reranker.backend, [it.sequence for it in items])
+            logits = forward_with_backoff(backend, [it.sequence for it in items])
         except Exception as exc:  # one bad batch fails only the requests it holds
             log.exception("a batch of %d sequences failed", len(items))
-            for r in requests:
-                r.failed = True
-                _call_in_loop(r.loop, _set_exception, r.future, exc)
+            with self._deliver_lock:
+                for r in requests:
+                    r.failed = True
+                    _call_in_loop(r.loop, _set_exception, r.future, exc)
             return
         ended = time.perf_counter()
         lengths = [len(it.sequence) for it in items]
-        stats = BatchStats(len(items), max(lengths) * len(lengths) if self.reranker.backend.padded else sum(lengths),
+        stats = BatchStats(len(items), max(lengths) * len(lengths) if backend.padded else sum(lengths),
                            len(requests), ended - started)
-        for r in requests:
-            r.last_batch_end = ended
-            r.batches += 1
-        for item, value in zip(items, logits, strict=True):
-            r = item.request
-            r.logits[item.position] = value
-            r.remaining -= 1
-            if r.remaining == 0:
-                _call_in_loop(r.loop, _set_result, r.future, [float(v) for v in r.logits if v is not None])
+        with self._deliver_lock:
+            for r in requests:
+                r.last_batch_end = max(ended, r.last_batch_end or ended)
+                r.batches += 1
+            for item, value in zip(items, logits, strict=True):
+                r = item.request
+                r.logits[item.position] = value
+                r.remaining -= 1
+                if r.remaining == 0:
+                    _call_in_loop(r.loop, _set_result, r.future, [float(v) for v in r.logits if v is not None])
         with self._stats_lock:
             self._batches += 1
             self._pairs += stats.pairs

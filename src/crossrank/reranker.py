@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from crossrank.backends.base import Backend, create_backend
-from crossrank.devices import dtype_name, resolve_device, resolve_dtype
+from crossrank.devices import dtype_name, resolve_device, resolve_devices, resolve_dtype
+from crossrank.errors import DeviceError
 from crossrank.inputs import check_pairs, check_passages, check_query
 from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
 from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, run_batches
 from crossrank.settings import ModelSettings
 from crossrank.tokenize import EncodedPair, PairEncoder
+from crossrank.workers import WorkerPool, submit_batches
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class Reranker:
     ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
     ``long_passages``: ``truncate`` (the reference's behaviour) or ``chunk`` (score windows of the passage that fit
     beside the query, ``chunk_overlap`` tokens apart, and keep the best).
+    ``devices``: several devices of this host, one model replica and one long-lived worker thread each, batches going
+    to whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
+    replaces ``device``; scores are identical to one device.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class Reranker:
         long_passages: str = "truncate",
         chunk_overlap: int = 32,
         models_dir: str = "models",
+        devices: str | Sequence[str | torch.device] | None = None,
     ) -> None:
         if long_passages not in LONG_PASSAGE_MODES:
             raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
@@ -63,11 +69,15 @@ class Reranker:
             raise ValueError("max_batch_tokens must be at least 1")
         if chunk_overlap < 0:
             raise ValueError("chunk_overlap must be 0 or more")
-        self.device = resolve_device(device)
+        targets = resolve_devices(devices) if devices else [resolve_device(device)]
+        if len({d.type for d in targets}) > 1:
+            raise DeviceError(f"devices={devices!r} mixes device types; use GPUs only or CPUs only")
+        self.device = targets[0]
         self.dtype = resolve_dtype(dtype, self.device)
         started = time.perf_counter()
         self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
         self.tokenizer, self.model = load_model(self.resolved.path, model, dtype=self.dtype, device=self.device)
+        replicas = [load_model(self.resolved.path, model, dtype=self.dtype, device=d)[1] for d in targets[1:]]
         self.load_seconds = time.perf_counter() - started
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None)
@@ -76,13 +86,21 @@ class Reranker:
         self.encoder = PairEncoder(
             self.tokenizer, max_length=max_length, query_max_length=query_max_length, model_max_length=limit
         )
-        self.backend: Backend = create_backend(
-            backend, self.model, pad_token_id=self.tokenizer.pad_token_id or 0, device=self.device, dtype=self.dtype
-        )
+        pad = self.tokenizer.pad_token_id or 0
+        self.backend: Backend = create_backend(backend, self.model, pad_token_id=pad, device=self.device,
+                                               dtype=self.dtype)
+        # One long-lived worker per device when there are several; a single device runs on the caller's thread.
+        self.pool: WorkerPool | None = None
+        if replicas:
+            self.pool = WorkerPool([self.backend] + [
+                create_backend(backend, m, pad_token_id=pad, device=d, dtype=self.dtype)
+                for m, d in zip(replicas, targets[1:], strict=True)
+            ])
         self.settings = ModelSettings(
             model=model, device=str(self.device), dtype=dtype_name(self.dtype), max_length=max_length,
             query_max_length=self.encoder.query_max_length, max_batch_tokens=max_batch_tokens,
             backend=self.backend.name, long_passages=long_passages, chunk_overlap=chunk_overlap, models_dir=models_dir,
+            devices=",".join(str(d) for d in targets) if len(targets) > 1 else "",
         )
 
     @classmethod
@@ -91,7 +109,7 @@ class Reranker:
             settings.model, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
             query_max_length=settings.query_max_length, max_batch_tokens=settings.max_batch_tokens,
             backend=settings.backend, long_passages=settings.long_passages, chunk_overlap=settings.chunk_overlap,
-            models_dir=settings.models_dir,
+            models_dir=settings.models_dir, devices=settings.devices or None,
         )
 
     @property
@@ -109,6 +127,7 @@ class Reranker:
             "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.name,
             "max_length": self.max_length, "query_max_length": self.encoder.query_max_length,
             "max_batch_tokens": self.settings.max_batch_tokens, "long_passages": self.settings.long_passages,
+            "devices": [str(b.device) for b in self.pool.backends] if self.pool else [str(self.device)],
         }
 
     def encode(self, pairs: Sequence[tuple[str, str]], long_passages: str | None = None) -> list[EncodedPair]:
@@ -130,7 +149,7 @@ class Reranker:
         slices = [pairs[i : i + ENCODE_SLICE] for i in range(0, len(pairs), ENCODE_SLICE)]
         pair_of: list[int] = []
         chunk_of: list[int] = []
-        logits: list[float] = []
+        collectors: list[Callable[[], list[float]]] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize") as pool:
             pending = pool.submit(self.encode, slices[0], mode)
             for k, offset in enumerate(range(0, len(pairs), ENCODE_SLICE)):
@@ -138,12 +157,22 @@ class Reranker:
                 if k + 1 < len(slices):
                     pending = pool.submit(self.encode, slices[k + 1], mode)
                 on_batch = None if progress is None else _slice_progress(progress, offset, len(slices[k]), len(pairs))
-                logits += run_batches(self.backend, encoded, self.settings.max_batch_tokens, on_batch)
+                collectors.append(self._start_batches(encoded, on_batch))
                 pair_of += [offset + e.pair for e in encoded]
                 chunk_of += [e.chunk for e in encoded]
+        logits = [value for collect in collectors for value in collect()]
         if len(logits) == len(pairs):
             return logits, chunk_of
         return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+
+    def _start_batches(self, encoded: list[EncodedPair], progress: ProgressCallback | None
+                       ) -> Callable[[], list[float]]:
+        """One device: score now. Several: queue the batches on the worker pool and return at once, so the next
+        slice joins the queue before this one ends and no GPU idles (same batches either way, so the same scores)."""
+        if self.pool is not None:
+            return submit_batches(self.pool, encoded, self.settings.max_batch_tokens, progress)
+        logits = run_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
+        return lambda: logits
 
     def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
               progress: ProgressCallback | None = None) -> list[float]:
@@ -174,7 +203,10 @@ class Reranker:
         return f"Reranker({self.model_name!r}, device={str(self.device)!r}, dtype={dtype_name(self.dtype)!r})"
 
     def close(self) -> None:
-        """Free the model's memory (the object is unusable afterwards)."""
+        """Stop the workers and free the model's memory (the object is unusable afterwards)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -23,6 +23,7 @@ class ModelSettings:
     long_passages: str = "truncate"
     chunk_overlap: int = 32
     models_dir: str = "models"
+    devices: str = ""  # several devices, one worker each ("all", "0,1", "cpu,cpu"); empty: just `device`
 
 
 @dataclass(frozen=True)

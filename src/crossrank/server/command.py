@@ -26,6 +26,8 @@ def serve(
                                        envvar=env_var("model"))] = DEFAULT_MODEL,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.", envvar=env_var("device"))] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.", envvar=env_var("dtype"))] = "auto",
+    devices: Annotated[str, typer.Option(help="Several GPUs of this host, one model replica and worker each: all | 0,1 "
+                                         "| cuda:0,cuda:1 (replaces --device).", envvar=env_var("devices"))] = "",
     max_length: Annotated[int, typer.Option(help="Tokens per (query, passage) pair; longer passages are cut.",
                                             envvar=env_var("max_length"))] = 512,
     max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one forward pass (padding counted).",
@@ -53,6 +55,20 @@ def serve(
                                                           "CORS is closed when none is given.",
                                                           envvar=env_var("cors_origin"))] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.", envvar=env_var("log_level"))] = "info",
+    use_ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve (the same API; RAY_ADDRESS's cluster or "
+                                          "a local one) instead of one uvicorn process.", envvar=env_var("ray"))]
+    = False,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray: replicas (the minimum when --max-replicas is higher).",
+                                          envvar=env_var("replicas"))] = 1,
+    max_replicas: Annotated[int | None, typer.Option(min=1, help="Ray: autoscale up to this many replicas on ongoing "
+                                                     "requests.", envvar=env_var("max_replicas"))] = None,
+    gpus_per_replica: Annotated[float, typer.Option(min=0, help="Ray: GPUs per replica.",
+                                                    envvar=env_var("gpus_per_replica"))] = 0.0,
+    cpus_per_replica: Annotated[float, typer.Option(min=0, help="Ray: CPUs per replica.",
+                                                    envvar=env_var("cpus_per_replica"))] = 1.0,
+    target_ongoing_requests: Annotated[float, typer.Option(min=1, help="Ray: autoscaling target of requests in "
+                                                           "flight per replica.",
+                                                           envvar=env_var("target_ongoing_requests"))] = 32.0,
 ) -> None:
     """Serve the reranker over HTTP (Cohere v1/v2, Jina and TEI compatible). Stops gracefully on SIGTERM/SIGINT."""
     try:
@@ -63,11 +79,21 @@ def serve(
         raise typer.BadParameter(f"{exc}: install the service with pip install 'crossrank[serve]'") from exc
     settings = ServerSettings(
         model=ModelSettings(model=model, device=device, dtype=dtype, max_length=max_length,
-                            max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir),
+                            max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir,
+                            devices=devices),
         host=host, port=port, api_key=api_key or None, max_client_batch_size=max_client_batch_size,
         max_queued_pairs=max_queued_pairs, payload_limit=payload_limit, max_document_chars=max_document_chars,
         cors_origins=tuple(cors_origin or ()),
     )
+    if use_ray:
+        try:
+            from crossrank.ray.serve import ReplicaOptions, run
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise typer.BadParameter(f"{exc}: install Ray Serve with pip install 'crossrank[ray]'") from exc
+        run(settings, ReplicaOptions(replicas=replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica,
+                                     cpus_per_replica=cpus_per_replica,
+                                     target_ongoing_requests=target_ongoing_requests))
+        return
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level, access_log=True,
                             timeout_graceful_shutdown=None)
     _graceful_server_class()(config).run()

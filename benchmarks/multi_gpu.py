@@ -1,0 +1,124 @@
+"""Throughput of one GPU against several GPUs of the same host (crossrank's WorkerPool), same texts, same scores.
+
+    PYTHONPATH=src python benchmarks/multi_gpu.py --pairs 4000 --out results.json
+
+Builds random weights of bge-reranker-v2-m3's exact shape (no download), scores the same pairs with
+``Reranker(device="cuda:0")`` and ``Reranker(devices="0,1")``, and checks the scores are identical. No Ray needed.
+On a machine without two GPUs, ``--devices cpu,cpu --small`` runs the same code on a small model (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from crossrank import Reranker
+from crossrank.scoring import run_batches
+from crossrank.testing import build_random_reranker, generated_sentences
+from crossrank.workers import run_batches_on_pool
+
+
+def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Queries and passages of mixed length (passages of ~40 to ~400 words), deterministic."""
+    rng = random.Random(seed)
+    sentences = list(generated_sentences(2000, seed=seed))
+    queries = [rng.choice(sentences) for _ in range(max(1, n // 100))]
+    return [(queries[i % len(queries)], " ".join(rng.choice(sentences) for _ in range(rng.randint(3, 30))))
+            for i in range(n)]
+
+
+def timed(reranker: Reranker, pairs: list[tuple[str, str]], repeats: int) -> tuple[list[float], list[float]]:
+    reranker.score(pairs[: min(256, len(pairs))])  # warm-up: CUDA context, kernels, allocator on every device
+    seconds: list[float] = []
+    scores: list[float] = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        scores = reranker.score(pairs, normalize=False)
+        seconds.append(time.perf_counter() - started)
+    return scores, seconds
+
+
+def compute_only(reranker: Reranker, pairs: list[tuple[str, str]], repeats: int) -> float:
+    """Pairs/s of the model alone (tokenised once beforehand): what the extra GPUs can speed up."""
+    encoded = reranker.encode(pairs)
+    budget = reranker.settings.max_batch_tokens
+    seconds = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        if reranker.pool is not None:
+            run_batches_on_pool(reranker.pool, encoded, budget)
+        else:
+            run_batches(reranker.backend, encoded, budget)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return len(pairs) / statistics.median(seconds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--single", default="cuda:0", help="the one-device baseline")
+    parser.add_argument("--devices", default="0,1", help="the multi-device run (all | 0,1 | cpu,cpu)")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-batch-tokens", type=int, default=65536)
+    parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    pairs = make_pairs(args.pairs)
+    shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
+        dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_random_reranker(Path(tmp) / "v2m3-shaped", **shape)  # type: ignore[arg-type]
+        common = dict(dtype=args.dtype, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens)
+        one = Reranker(str(model_dir), device=args.single, **common)  # type: ignore[arg-type]
+        one_scores, one_seconds = timed(one, pairs, args.repeats)
+        one_compute = compute_only(one, pairs, args.repeats)
+        one.close()
+        many = Reranker(str(model_dir), devices=args.devices, **common)  # type: ignore[arg-type]
+        workers = many.pool.size if many.pool else 1
+        many_scores, many_seconds = timed(many, pairs, args.repeats)
+        many_compute = compute_only(many, pairs, args.repeats)
+        many.close()
+
+    one_rate = len(pairs) / statistics.median(one_seconds)
+    many_rate = len(pairs) / statistics.median(many_seconds)
+    max_diff = max(abs(a - b) for a, b in zip(one_scores, many_scores, strict=True))
+    result = {
+        "pairs": len(pairs), "model_shape": shape, "dtype": args.dtype, "max_length": args.max_length,
+        "max_batch_tokens": args.max_batch_tokens,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
+        "multi": {"devices": args.devices, "workers": workers, "pairs_per_s": round(many_rate, 1),
+                  "seconds": many_seconds},
+        "speedup": round(many_rate / one_rate, 3),
+        # Tokenisation runs once on the CPU either way; the model-only figures show what the extra GPUs give.
+        "compute_only_pairs_per_s": {"single": round(one_compute, 1), "multi": round(many_compute, 1)},
+        "compute_only_speedup": round(many_compute / one_compute, 3),
+        "scores_identical": one_scores == many_scores,
+        "max_abs_logit_diff": max_diff,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0 if result["scores_identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

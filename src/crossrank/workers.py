@@ -1,0 +1,139 @@
+"""Several devices of one host: one long-lived worker thread per model replica, batches go to whichever is free.
+
+A :class:`WorkerPool` holds one :class:`~crossrank.backends.base.Backend` per device (a model replica each, loaded once)
+and one thread per backend. ``submit(work)`` hands ``work(backend)`` to the next idle worker, waiting while every worker
+is busy, so the caller (the synchronous :class:`crossrank.Reranker` or the async engine's dispatcher) keeps the queue on
+its side and packs batches from what has arrived meanwhile. Threads are enough: torch releases the GIL while a GPU runs,
+and the reference's spawn-per-call process pool is a known complaint (slow start on every call).
+
+Used by :func:`run_batches_on_pool` (synchronous scoring) and by :class:`crossrank.engine.Engine` (its dispatcher hands
+each packed batch to the pool). Scores are identical to one device: the same batches run the same code on each replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import TypeVar
+
+import torch
+
+from crossrank.backends.base import Backend
+from crossrank.batching import pack_batches, restore_order
+from crossrank.scoring import ProgressCallback, forward_with_backoff
+from crossrank.tokenize import EncodedPair
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Task = tuple[Callable[[Backend], object], "Future[object]"]
+
+
+class WorkerPool:
+    """One thread per backend (one backend per device), started once and kept until :meth:`close`.
+
+    >>> pool = WorkerPool([backend_on_cuda0, backend_on_cuda1])          # doctest: +SKIP
+    >>> future = pool.submit(lambda backend: forward_with_backoff(backend, batch))  # doctest: +SKIP
+    >>> pool.close()                                                      # doctest: +SKIP
+    """
+
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        if not backends:
+            raise ValueError("a worker pool needs at least one backend")
+        self.backends = list(backends)
+        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        # One permit per idle worker: submit() waits for a permit so work never piles up inside the pool.
+        self._idle = threading.Semaphore(len(self.backends))
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, args=(b,), name=f"crossrank-worker-{i}-{b.device}", daemon=True)
+            for i, b in enumerate(self.backends)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def size(self) -> int:
+        return len(self.backends)
+
+    @property
+    def padded(self) -> bool:
+        return self.backends[0].padded
+
+    def submit(self, work: Callable[[Backend], T]) -> Future[T]:
+        """Run ``work(backend)`` on the next free worker; blocks until one is free. The future holds its result."""
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        self._idle.acquire()
+        future: Future[T] = Future()
+        self._tasks.put((work, future))  # type: ignore[arg-type]
+        return future
+
+    def _work(self, backend: Backend) -> None:
+        if backend.device.type == "cuda":
+            torch.cuda.set_device(backend.device)  # kernels and caches of this thread go to its own GPU
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            work, future = task
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(work(backend))
+                    except BaseException as exc:  # handed to whoever waits on the future
+                        future.set_exception(exc)
+            finally:
+                self._idle.release()
+
+    def close(self) -> None:
+        """Let queued work finish, then stop every thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._tasks.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def submit_batches(
+    pool: WorkerPool,
+    encoded: Sequence[EncodedPair],
+    max_batch_tokens: int,
+    progress: ProgressCallback | None = None,
+) -> Callable[[], list[float]]:
+    """Pack like :func:`crossrank.scoring.run_batches` and hand every batch to the pool (waiting only for free workers);
+    returns a function that waits for the logits, in input order. Lets a caller queue its next slice of pairs while
+    this one still runs, so no worker idles at slice boundaries."""
+    batches = pack_batches([len(e) for e in encoded], max_batch_tokens, padded=pool.padded)
+    done = 0
+    lock = threading.Lock()
+
+    def counted(batch: list[int]) -> Callable[[Backend], list[float]]:
+        def work(backend: Backend) -> list[float]:
+            nonlocal done
+            values = forward_with_backoff(backend, [encoded[i] for i in batch])
+            if progress is not None:
+                with lock:
+                    done += len(batch)
+                    progress(done, len(encoded))
+            return values
+
+        return work
+
+    futures = [pool.submit(counted(batch)) for batch in batches]
+    return lambda: restore_order(batches, [f.result() for f in futures], len(encoded))
+
+
+def run_batches_on_pool(
+    pool: WorkerPool,
+    encoded: Sequence[EncodedPair],
+    max_batch_tokens: int,
+    progress: ProgressCallback | None = None,
+) -> list[float]:
+    """:func:`crossrank.scoring.run_batches` over several workers: same packing, same batches, logits in input order."""
+    return submit_batches(pool, encoded, max_batch_tokens, progress)()
