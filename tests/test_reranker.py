@@ -218,3 +218,34 @@ def test_slices_tokenised_ahead_give_the_same_scores(tiny_model_dir, monkeypatch
     assert [(x.index, x.chunk) for x in sliced] == [(x.index, x.chunk) for x in whole]
     assert [x.raw_score for x in sliced] == pytest.approx([x.raw_score for x in whole], abs=1e-5)
     assert seen[-1] == (len(texts), len(texts)) and all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
+
+
+class FakeDeviceBackend(FakeBackend):
+    """Also offers ``forward_device`` (logits left on the device): run_batches must use it, and only it."""
+
+    def forward(self, batch):
+        raise AssertionError("run_batches should use forward_device")
+
+    def forward_device(self, batch):
+        return FakeBackend.forward(self, batch)
+
+
+def test_run_batches_queues_device_logits_and_keeps_order_and_oom_splits():
+    items = [*encoded(7), *(e.__class__([0, 5, 5, 5, 5, 2], None, 7 + i) for i, e in enumerate(encoded(5)))]
+    backend = FakeDeviceBackend(fits=2)
+    assert run_batches(backend, items, max_batch_tokens=15) == [float(i) for i in range(12)]
+    assert sum(n for n in backend.calls if n <= 2) == 12, "each pair scored exactly once after the splits"
+    assert run_batches(FakeDeviceBackend(fits=2), [], max_batch_tokens=15) == []
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 100, 4000])
+def test_encode_slices_start_small_double_and_cover_everything(n):
+    from crossrank.reranker import encode_slices
+
+    bounds = encode_slices(n, first=64, most=1024)
+    assert [s for s, _ in bounds[1:]] == [e for _, e in bounds[:-1]], "contiguous"
+    assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else bounds == []
+    sizes = [e - s for s, e in bounds]
+    assert all(0 < size <= 1024 for size in sizes)
+    full = sizes[:-1]  # the last slice holds what is left
+    assert full == [min(1024, 64 * 2**k) for k in range(len(full))]

@@ -77,3 +77,31 @@ def test_short_passage_is_one_chunk(tokenizer_for_tests):
     enc = PairEncoder(tokenizer_for_tests, max_length=64)
     pairs = [("q", "short"), ("q", "")]
     assert [c.input_ids for c in enc.encode_chunked(pairs, overlap=8)] == [e.input_ids for e in enc.encode(pairs)]
+
+
+def _through_transformers(enc: PairEncoder) -> PairEncoder:
+    enc.core = None  # the path through the Hugging Face tokenizer's own __call__ and batch_decode
+    return enc
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("max_length", [24, 512])
+def test_rust_core_path_equals_transformers_path(tokenizer_for_tests, side, max_length):
+    fast = PairEncoder(tokenizer_for_tests, max_length=max_length)
+    assert fast.core is not None
+    slow = _through_transformers(PairEncoder(tokenizer_for_tests, max_length=max_length))
+    old_side = tokenizer_for_tests.truncation_side
+    tokenizer_for_tests.truncation_side = side
+    try:
+        pairs = [*PAIRS, ("q \u0000 \ufffd ", "unknown \U0001d11e chars \u200b"), ("x", " "), ("", "")]
+        assert fast.encode(pairs) == slow.encode(pairs)
+        assert fast.encode_chunked(pairs, overlap=4) == slow.encode_chunked(pairs, overlap=4)
+    finally:
+        tokenizer_for_tests.truncation_side = old_side
+
+
+@given(st.lists(st.tuples(st.text(max_size=80), st.text(max_size=300)), min_size=1, max_size=6))
+def test_rust_core_path_equals_transformers_path_on_any_text(tokenizer_for_tests, pairs):
+    fast = PairEncoder(tokenizer_for_tests, max_length=48)
+    slow = _through_transformers(PairEncoder(tokenizer_for_tests, max_length=48))
+    assert fast.encode(pairs) == slow.encode(pairs)

@@ -25,7 +25,28 @@ log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
 ENCODE_SLICE = 1024
-"""Pairs tokenised at a time; the next slice is tokenised while the model scores this one."""
+"""Most pairs tokenised at a time; the next slice is tokenised while the model scores this one."""
+FIRST_ENCODE_SLICE = 64
+"""Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices double up
+to ``ENCODE_SLICE``: the GPU starts after ~64 pairs are tokenised instead of 1,024."""
+
+
+def encode_slices(n: int, first: int | None = None, most: int | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of the slices that ``n`` pairs are tokenised and scored in: ``first`` pairs, then twice as many
+    each time up to ``most``.
+
+    >>> encode_slices(1000, first=64, most=256)
+    [(0, 64), (64, 192), (192, 448), (448, 704), (704, 960), (960, 1000)]
+    """
+    size = max(1, first if first is not None else FIRST_ENCODE_SLICE)
+    most = max(1, most if most is not None else ENCODE_SLICE)
+    size = min(size, most)
+    bounds, start = [], 0
+    while start < n:
+        end = min(n, start + size)
+        bounds.append((start, end))
+        start, size = end, min(most, 2 * size)
+    return bounds
 
 
 def _slice_progress(progress: ProgressCallback, offset: int, size: int, total: int) -> ProgressCallback:
@@ -146,17 +167,17 @@ class Reranker:
         if not pairs:
             return [], []
         mode = long_passages or self.settings.long_passages
-        slices = [pairs[i : i + ENCODE_SLICE] for i in range(0, len(pairs), ENCODE_SLICE)]
+        bounds = encode_slices(len(pairs))
         pair_of: list[int] = []
         chunk_of: list[int] = []
         collectors: list[Callable[[], list[float]]] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize") as pool:
-            pending = pool.submit(self.encode, slices[0], mode)
-            for k, offset in enumerate(range(0, len(pairs), ENCODE_SLICE)):
+            pending = pool.submit(self.encode, pairs[bounds[0][0] : bounds[0][1]], mode)
+            for k, (offset, end) in enumerate(bounds):
                 encoded = pending.result()
-                if k + 1 < len(slices):
-                    pending = pool.submit(self.encode, slices[k + 1], mode)
-                on_batch = None if progress is None else _slice_progress(progress, offset, len(slices[k]), len(pairs))
+                if k + 1 < len(bounds):
+                    pending = pool.submit(self.encode, pairs[bounds[k + 1][0] : bounds[k + 1][1]], mode)
+                on_batch = None if progress is None else _slice_progress(progress, offset, end - offset, len(pairs))
                 collectors.append(self._start_batches(encoded, on_batch))
                 pair_of += [offset + e.pair for e in encoded]
                 chunk_of += [e.chunk for e in encoded]

@@ -27,22 +27,30 @@ def _free_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def forward_with_backoff(backend: Backend, batch: Sequence[EncodedPair]) -> list[float]:
-    """Run one batch; on accelerator out-of-memory (and only that) split it in halves and retry, down to one pair."""
+def _split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: Sequence[EncodedPair],
+                  device: torch.device) -> list[torch.Tensor]:
+    """``run(batch)``; on accelerator out-of-memory (and only that) split the batch in halves and retry, down to one
+    pair. Returns the logit tensors of the parts, in batch order."""
     try:
-        return [float(v) for v in backend.forward(batch).tolist()]
+        return [run(batch)]
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        _free_cache(backend.device)
+        _free_cache(device)
         if len(batch) == 1:
             raise OutOfMemoryError(
-                f"one pair of {len(batch[0])} tokens does not fit in {backend.device} memory even alone; "
+                f"one pair of {len(batch[0])} tokens does not fit in {device} memory even alone; "
                 "lower max_length, use dtype='fp16'/'bf16', or free GPU memory used by other processes"
             ) from exc
         mid = len(batch) // 2
         log.warning("out of memory on a batch of %d sequences; splitting it and retrying", len(batch))
-        return forward_with_backoff(backend, batch[:mid]) + forward_with_backoff(backend, batch[mid:])
+        return _split_on_oom(run, batch[:mid], device) + _split_on_oom(run, batch[mid:], device)
+
+
+def forward_with_backoff(backend: Backend, batch: Sequence[EncodedPair]) -> list[float]:
+    """Run one batch; on accelerator out-of-memory (and only that) split it in halves and retry, down to one pair."""
+    parts = _split_on_oom(backend.forward, batch, backend.device)
+    return [float(v) for part in parts for v in part.tolist()]
 
 
 def run_batches(
@@ -51,13 +59,26 @@ def run_batches(
     max_batch_tokens: int,
     progress: ProgressCallback | None = None,
 ) -> list[float]:
-    """Score every encoded sequence, longest first under the budget; logits come back in input order."""
+    """Score every encoded sequence, longest first under the budget; logits come back in input order.
+
+    A backend with ``forward_device`` (logits left on the device, no wait) gets all batches queued back to back and
+    one copy of all logits at the end: the host prepares batch k+1 while the GPU runs batch k, instead of waiting for
+    each batch's logits. Progress then counts batches queued, not finished.
+    """
     batches = pack_batches([len(e) for e in encoded], max_batch_tokens, padded=backend.padded)
-    values: list[list[float]] = []
+    run: Callable[[Sequence[EncodedPair]], torch.Tensor] = getattr(backend, "forward_device", backend.forward)
+    parts: list[torch.Tensor] = []
+    sizes: list[int] = []
     done = 0
     for batch in batches:
-        values.append(forward_with_backoff(backend, [encoded[i] for i in batch]))
+        parts += _split_on_oom(run, [encoded[i] for i in batch], backend.device)
+        sizes.append(len(batch))
         done += len(batch)
         if progress is not None:
             progress(done, len(encoded))
+    flat = torch.cat(parts).float().cpu().tolist() if parts else []
+    values, at = [], 0
+    for size in sizes:
+        values.append(flat[at : at + size])
+        at += size
     return restore_order(batches, values, len(encoded))

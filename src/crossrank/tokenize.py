@@ -7,6 +7,7 @@ We do the same with one batched tokenizer call for all queries and one for all p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,21 @@ def chunk_windows(n_tokens: int, room: int, overlap: int) -> list[tuple[int, int
     return [(s, min(s + room, n_tokens)) for s in range(0, n_tokens - shared, room - shared)]
 
 
+def rust_core(tokenizer: Any) -> Any | None:
+    """The ``tokenizers.Tokenizer`` inside a fast Hugging Face tokenizer, or None.
+
+    Calling it directly skips transformers' per-sequence Python conversion (a dict of lists per pair, and an
+    element-by-element type check on decode), which cost about a third of tokenisation time; the Rust work and its
+    settings are exactly those transformers' own call uses (see :meth:`PairEncoder._core_encode`).
+    """
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # pragma: no cover - transformers' fast tokenizers always bring it
+        return None
+    core = getattr(tokenizer, "_tokenizer", None)
+    return core if getattr(tokenizer, "is_fast", False) and isinstance(core, Tokenizer) else None
+
+
 @dataclass(frozen=True)
 class EncodedPair:
     """One sequence for the model: ``pair`` is the input pair's index, ``chunk`` the passage window it holds."""
@@ -116,6 +132,25 @@ class PairEncoder:
         # from joining ids when text does not survive the round trip (unknown characters, an empty passage). We
         # follow whichever the reference does with this tokenizer, so scores stay identical to it.
         self.join_by_text = not callable(getattr(tokenizer, "prepare_for_model", None))
+        self.core: Any = rust_core(tokenizer)  # None: use the tokenizer's own __call__ and batch_decode
+        # Truncation is state on the shared Rust tokenizer (transformers sets it before every call too): set it and
+        # encode under one lock so two threads of this encoder never see each other's settings.
+        self._core_lock = threading.Lock()
+
+    def _core_encode(self, inputs: list[Any], *, max_length: int | None, strategy: str,
+                     add_special_tokens: bool) -> list[Any]:
+        """What transformers' ``tokenizer(...)`` does for these options, minus its Python conversion per sequence:
+        truncation (or none), no padding, the tokenizer's ``split_special_tokens``, one ``encode_batch``."""
+        core = self.core
+        with self._core_lock:
+            if max_length is None:
+                core.no_truncation()
+            else:
+                core.enable_truncation(max_length, stride=0, strategy=strategy,
+                                       direction=getattr(self.tokenizer, "truncation_side", "right"))
+            core.no_padding()
+            core.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
+            return list(core.encode_batch(inputs, add_special_tokens=add_special_tokens))
 
     def _ids(self, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
         if not texts:
@@ -127,6 +162,10 @@ class PairEncoder:
             # 512 tokens. Cut the text first, far beyond what max_length tokens can span in ordinary text.
             limit = max_length * CHARS_PER_TOKEN_LIMIT
             texts = [t[:limit] for t in texts]
+        if self.core is not None:
+            found = self._core_encode(list(texts), max_length=max_length, strategy="longest_first",
+                                      add_special_tokens=False)
+            return [e.ids for e in found]
         return list(self.tokenizer(list(texts), **kwargs)["input_ids"])
 
     def encode_queries(self, queries: Sequence[str]) -> list[list[int]]:
@@ -148,6 +187,8 @@ class PairEncoder:
 
     def _join_by_text(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
         """FlagReranker's transformers-5 path: decode both id lists, tokenise the pair text again (batched here)."""
+        if self.core is not None:
+            return self._join_by_text_core(items)
         tok = self.tokenizer
         decode: dict[str, Any] = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
         q_text = tok.batch_decode([it[0] for it in items], **decode)
@@ -170,6 +211,26 @@ class PairEncoder:
             for k, i in enumerate(idx):
                 out[i] = EncodedPair(list(enc["input_ids"][k]), list(types[k]) if types is not None else None,
                                      items[i][2], items[i][3])
+        return [e for e in out if e is not None]
+
+    def _join_by_text_core(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
+        """:meth:`_join_by_text` through the Rust tokenizer directly (same decode, same pair encoding)."""
+        core = self.core
+        q_text = core.decode_batch([it[0] for it in items], skip_special_tokens=False)
+        p_text = core.decode_batch([it[1] for it in items], skip_special_tokens=False)
+        out: list[EncodedPair | None] = [None] * len(items)
+        with_p = [i for i, p in enumerate(p_text) if p]
+        without_p = [i for i, p in enumerate(p_text) if not p]
+        groups = (
+            (with_p, [(q_text[i], p_text[i]) for i in with_p], self.max_length),
+            (without_p, [q_text[i] for i in without_p], None),  # `tokenizer(q, "")` encodes the query alone
+        )
+        for idx, inputs, max_length in groups:
+            if not idx:
+                continue
+            found = self._core_encode(inputs, max_length=max_length, strategy="only_second", add_special_tokens=True)
+            for i, e in zip(idx, found):
+                out[i] = EncodedPair(e.ids, e.type_ids if self.uses_token_types else None, items[i][2], items[i][3])
         return [e for e in out if e is not None]
 
     def _join(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:

@@ -15,6 +15,8 @@ class Backend(Protocol):
     """Runs the cross-encoder on one batch of encoded pairs and returns one float32 logit per pair, on the CPU.
 
     ``padded`` says how the batch packer should count a batch's cost: padded to its longest sequence, or packed.
+    A backend may also offer ``forward_device(batch)``: the same logits left on the device without waiting for them;
+    :func:`crossrank.scoring.run_batches` then queues all batches and copies the logits back once.
     """
 
     name: str

@@ -201,14 +201,17 @@ class PackedBackend:
         return fn(q, k, v, cu_q, cu, max_q, max_len)
 
     def _inputs(self, batch: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """All index tensors of the batch built at once on the host: ``[3, tokens]`` (ids, positions, types) and the
-        cumulative offsets. One pinned buffer, so the transfer to the GPU is a single asynchronous copy."""
+        """All index tensors of the batch built at once on the host, in one buffer: ``3 * tokens`` values (ids,
+        positions, types) then the ``sequences + 1`` cumulative offsets. On CUDA the buffer is pinned, so the transfer
+        is a single asynchronous copy that never waits for the GPU (a pageable copy would wait for the stream)."""
         lengths = np.fromiter((len(p) for p in batch), dtype=np.int64, count=len(batch))
         total = int(lengths.sum())
-        cu = np.zeros(len(batch) + 1, dtype=np.int64)
+        host = torch.empty(3 * total + len(batch) + 1, dtype=torch.long, pin_memory=self._cuda)
+        flat = host.numpy()
+        buf = flat[: 3 * total].reshape(3, total)
+        cu = flat[3 * total :]
+        cu[0] = 0
         np.cumsum(lengths, out=cu[1:])
-        host = torch.empty((3, total), dtype=torch.long, pin_memory=self._cuda)
-        buf = host.numpy()
         buf[0] = np.fromiter(itertools.chain.from_iterable(p.input_ids for p in batch), dtype=np.int64, count=total)
         buf[1] = np.arange(total, dtype=np.int64) - np.repeat(cu[:-1], lengths) + self.position_offset
         if batch[0].token_type_ids is not None:
@@ -218,7 +221,7 @@ class PackedBackend:
             )
         else:
             buf[2] = 0
-        return host, torch.from_numpy(cu), int(lengths.max())
+        return host, host[3 * total :], int(lengths.max())
 
     def _layer(
         self, i: int, x: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int, last: bool
@@ -251,9 +254,17 @@ class PackedBackend:
     @torch.inference_mode()
     def forward(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
         """One logit per sequence of ``batch``, as a 1-D float32 CPU tensor, in batch order."""
+        return self.forward_device(batch).cpu()
+
+    @torch.inference_mode()
+    def forward_device(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
+        """Like :meth:`forward`, but the float32 logits stay on the device and nothing waits for the GPU: the caller
+        queues several batches and copies all their logits back at once (one host sync instead of one per batch)."""
         host, cu_host, max_len = self._inputs(batch)
-        idx = host.to(self.device, non_blocking=self._cuda)
-        cu = cu_host.to(self.device, non_blocking=self._cuda).to(torch.int32)
+        total = (host.numel() - cu_host.numel()) // 3
+        dev = host.to(self.device, non_blocking=self._cuda)
+        idx = dev[: 3 * total].view(3, total)
+        cu = dev[3 * total :].to(torch.int32)
         emb = self.base.embeddings
         x = emb.word_embeddings(idx[0]) + emb.position_embeddings(idx[1]) + emb.token_type_embeddings(idx[2])
         x = emb.LayerNorm(x)
@@ -262,4 +273,4 @@ class PackedBackend:
         first = x.unsqueeze(1)  # [sequences, 1, hidden]: the heads read features[:, 0]
         head_in = self.base.pooler(first) if self.is_bert else first
         logits = self.model.classifier(head_in)
-        return logits.view(-1).float().cpu()
+        return logits.view(-1).float()
