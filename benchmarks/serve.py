@@ -295,10 +295,12 @@ def soak(args: argparse.Namespace) -> None:
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
         row.update({"device": args.device, "model": model, "docs": args.docs, "machine": platform.node(),
                     "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "command": " ".join(sys.argv)})
+                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "command": " ".join(sys.argv),
+                    "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}})
         print_soak(row, f"# soak device={args.device} machine={platform.node()} cpus={os.cpu_count()} "
                         f"clients={args.soak_clients} docs/request={args.docs} seconds={args.soak} model={model} "
-                        f"date={row['date']} OMP_NUM_THREADS={row['omp_num_threads']}")
+                        f"date={row['date']} OMP_NUM_THREADS={row['omp_num_threads']} "
+                        + " ".join(f"{k}={v}" for k, v in row["malloc_env"].items()))
         if args.json:
             Path(args.json).write_text(json.dumps(row, indent=2))
 
