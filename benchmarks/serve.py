@@ -7,6 +7,12 @@ not share its interpreter.
 
     python benchmarks/serve.py --layers 2 --hidden 32 --device cpu --duration 10
     python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --duration 30
+
+``--soak SECONDS`` instead drives steady load (``--soak-clients`` concurrent clients, ``--docs`` documents of varying
+length per request, so batch shapes vary) for that long and samples the service process's RSS (VmRSS) and, on CUDA,
+its GPU memory (from ``/metrics``) every ``--sample-every`` seconds: memory should stay flat after warm-up.
+
+    python benchmarks/serve.py --device cpu --soak 180 --json soak.json
 """
 
 from __future__ import annotations
@@ -99,6 +105,100 @@ async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients
             "batch_requests_sum": mixed[0].split()[-1] if mixed else None}
 
 
+def read_rss_bytes(pid: int) -> int:
+    """The process's resident set size, from /proc/<pid>/status (VmRSS, in kB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def read_gpu_memory(metrics_text: str) -> dict[str, float]:
+    """Sum over devices of the service's ``crossrank_gpu_memory_*_bytes`` gauges (absent off CUDA)."""
+    out: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        for kind in ("allocated", "reserved"):
+            if line.startswith(f"crossrank_gpu_memory_{kind}_bytes"):
+                out[kind] = out.get(kind, 0.0) + float(line.split()[-1])
+    return out
+
+
+def summarise_memory(samples: list[dict[str, float]], key: str, warm_up_share: float) -> dict[str, float] | None:
+    """Value after warm-up (the first sample past ``warm_up_share`` of the run), at the end, the max after warm-up,
+    and the growth per minute between those two (least squares over the samples after warm-up)."""
+    points = [(s["t"], s[key]) for s in samples if key in s]
+    if len(points) < 2:
+        return None
+    end_t = points[-1][0]
+    after = [p for p in points if p[0] >= warm_up_share * end_t] or points[-2:]
+    if len(after) < 2:
+        after = points[-2:]
+    mean_t = statistics.fmean(t for t, _ in after)
+    mean_v = statistics.fmean(v for _, v in after)
+    var_t = sum((t - mean_t) ** 2 for t, _ in after)
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in after) / var_t if var_t else 0.0
+    return {"after_warm_up": after[0][1], "end": after[-1][1], "max": max(v for _, v in after),
+            "min": min(v for _, v in after), "growth_per_min": slope * 60,
+            "end_minus_warm_up": after[-1][1] - after[0][1], "warm_up_at_s": after[0][0]}
+
+
+async def soak_service(url: str, pid: int, requests: list[tuple[str, list[str]]], clients: int, duration: float,
+                       sample_every: float, warm_up_share: float) -> dict[str, Any]:
+    """Steady load from ``clients`` clients for ``duration`` seconds while sampling the service's memory."""
+    samples: list[dict[str, float]] = []
+    latencies: list[float] = []
+    pairs = 0
+    counter = 0
+    errors = 0
+    started = time.perf_counter()
+    stop_at = started + duration
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal pairs, counter, errors
+        while time.perf_counter() < stop_at:
+            query, docs = requests[counter % len(requests)]
+            counter += 1
+            t = time.perf_counter()
+            resp = await client.post("/v1/rerank", json={"query": query, "documents": docs})
+            if resp.status_code != 200:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t)
+            pairs += len(docs)
+
+    async def sampler(client: httpx.AsyncClient) -> None:
+        while True:
+            sample = {"t": time.perf_counter() - started, "rss": float(read_rss_bytes(pid))}
+            gpu = read_gpu_memory((await client.get("/metrics")).text)
+            sample.update({f"gpu_{k}": v for k, v in gpu.items()})
+            samples.append(sample)
+            if time.perf_counter() >= stop_at:
+                return
+            await asyncio.sleep(min(sample_every, max(0.0, stop_at - time.perf_counter())))
+
+    limits = httpx.Limits(max_connections=clients + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        await asyncio.gather(sampler(client), *(client_loop(client) for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    memory = {key: summarise_memory(samples, key, warm_up_share) for key in ("rss", "gpu_allocated", "gpu_reserved")}
+    return {"mode": "soak", "clients": clients, "seconds": elapsed, "requests": len(latencies), "errors": errors,
+            "pairs_per_s": pairs / elapsed, "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * percentile(latencies, 0.99), "warm_up_share": warm_up_share,
+            "memory": {k: v for k, v in memory.items() if v is not None}, "samples": samples}
+
+
+def print_soak(row: dict[str, Any], header: str) -> None:
+    print(header)
+    print(f"requests={row['requests']} errors={row['errors']} pairs/s={row['pairs_per_s']:.0f} "
+          f"p50={row['p50_ms']:.1f} ms p99={row['p99_ms']:.1f} ms samples={len(row['samples'])}")
+    print("| memory | after warm-up MiB | end MiB | max MiB | min MiB | end - warm-up MiB | growth MiB/min |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    mib = 1024 * 1024
+    for key, m in row["memory"].items():
+        print(f"| {key} | {m['after_warm_up'] / mib:.1f} | {m['end'] / mib:.1f} | {m['max'] / mib:.1f} | "
+              f"{m['min'] / mib:.1f} | {m['end_minus_warm_up'] / mib:+.1f} | {m['growth_per_min'] / mib:+.2f} |")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,7 +238,16 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32", help="Concurrency levels, comma-separated.")
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--json", help="Also write the rows to this file.")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="Soak mode: steady load for this long while sampling the service's memory.")
+    parser.add_argument("--soak-clients", type=int, default=8, help="Concurrent clients in soak mode.")
+    parser.add_argument("--sample-every", type=float, default=3.0, help="Seconds between memory samples (soak).")
+    parser.add_argument("--warm-up-share", type=float, default=0.2,
+                        help="Share of the soak counted as warm-up before the memory baseline.")
     args = parser.parse_args()
+    if args.soak:
+        soak(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or str(build_random_reranker(Path(tmp) / "model", layers=args.layers,
@@ -168,6 +277,32 @@ def main() -> None:
                   f"{100 * r['share_of_library']:.0f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def soak(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir or str(build_random_reranker(Path(tmp) / "model", layers=args.layers,
+                                                                hidden=args.hidden, heads=args.heads))
+        # Many distinct requests of varying passage lengths, so that batch shapes keep changing.
+        requests = make_requests(256, args.docs, seed=1)
+        proc, url = start_service(model_dir, args.device, args.max_batch_tokens)
+        try:
+            row = asyncio.run(soak_service(url, proc.pid, requests, args.soak_clients, args.soak, args.sample_every,
+                                           args.warm_up_share))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
+        row.update({"device": args.device, "model": model, "docs": args.docs, "machine": platform.node(),
+                    "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "command": " ".join(sys.argv),
+                    "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}})
+        print_soak(row, f"# soak device={args.device} machine={platform.node()} cpus={os.cpu_count()} "
+                        f"clients={args.soak_clients} docs/request={args.docs} seconds={args.soak} model={model} "
+                        f"date={row['date']} OMP_NUM_THREADS={row['omp_num_threads']} "
+                        + " ".join(f"{k}={v}" for k, v in row["malloc_env"].items()))
+        if args.json:
+            Path(args.json).write_text(json.dumps(row, indent=2))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs)
         current.add_batch_listener(metrics.observe_batch)
         metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
+        metrics.watch_gpu_memory(current.reranker.describe()["devices"])
         await current.start(warm_up=True)
         app.state.engine = current
         app.state.ready = True

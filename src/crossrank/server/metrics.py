@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -38,9 +38,29 @@ class ServiceMetrics:
         self.batch_requests = Histogram("crossrank_batch_requests", "Distinct requests per forward pass",
                                         buckets=SIZE_BUCKETS, registry=r)
         self.queued_pairs = Gauge("crossrank_queued_pairs", "Pairs admitted and not yet answered", registry=r)
+        self.gpu_allocated = Gauge("crossrank_gpu_memory_allocated_bytes",
+                                   "GPU memory held by tensors (torch.cuda.memory_allocated), CUDA devices only",
+                                   ["device"], registry=r)
+        self.gpu_reserved = Gauge("crossrank_gpu_memory_reserved_bytes",
+                                  "GPU memory reserved by torch's caching allocator, CUDA devices only", ["device"],
+                                  registry=r)
+        self._cuda_devices: list[str] = []
 
     def watch_queue(self, read: Callable[[], int]) -> None:
         self.queued_pairs.set_function(read)
+
+    def watch_gpu_memory(self, devices: Sequence[str]) -> None:
+        """Report the memory of the CUDA ones among ``devices`` on every scrape (others are ignored)."""
+        self._cuda_devices = [d for d in devices if d.startswith("cuda")]
+
+    def _update_gpu_memory(self) -> None:
+        if not self._cuda_devices:
+            return
+        import torch
+
+        for device in self._cuda_devices:
+            self.gpu_allocated.labels(device).set(torch.cuda.memory_allocated(device))
+            self.gpu_reserved.labels(device).set(torch.cuda.memory_reserved(device))
 
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.pairs)
@@ -54,4 +74,5 @@ class ServiceMetrics:
         self.documents.observe(documents)
 
     def render(self) -> bytes:
+        self._update_gpu_memory()
         return generate_latest(self.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import Coroutine
@@ -76,9 +77,13 @@ async def _until_disconnected(request: Request, work: Coroutine[Any, Any, Rerank
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        watcher.cancel()
         if not task.done():
             task.cancel()
-        watcher.cancel()
+            # cancel() only asks: wait until the task has finished cancelling (its pairs are then marked dropped),
+            # else it is neither cancelled nor done below and task.result() raises InvalidStateError, a 500.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     if task.cancelled():
         raise ClientGoneError
     return task.result()
