@@ -86,7 +86,7 @@ def resolve_model(name: str, *, models_dir: str | Path = "models", revision: str
     raise ModelNotFoundError(
         f"model {name!r} was not found. Looked in: " + "; ".join(looked) + f"; and {reason}.\n"
         "To fix it, do one of:\n"
-        f"  - on a machine with internet: `huggingface-cli download {name} --local-dir models/{short}` "
+        f"  - on a machine with internet: `hf download {name} --local-dir models/{short}` "
         f"and copy the folder to ./models/{short} here;\n"
         "  - pass a local directory: --model /path/to/model (or Reranker('/path/to/model'));\n"
         "  - point HF_HOME at a Hugging Face cache that already holds the model."
