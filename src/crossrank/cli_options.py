@@ -24,6 +24,9 @@ Backend = Annotated[str, typer.Option(envvar=env_var("backend"),
                                       help="auto | packed (no padding; XLM-R/BERT family) | padded (any HF model).")]
 LongPassages = Annotated[str, typer.Option(envvar=env_var("long_passages"),
                                            help="truncate (like FlagReranker) | chunk (score windows, keep the best).")]
+Devices = Annotated[str, typer.Option(envvar=env_var("devices"),
+                                      help="Several GPUs of this host, one model replica and worker each: all | 0,1 "
+                                           "| cuda:0,cuda:1 (replaces --device).")]
 ModelsDir = Annotated[str, typer.Option(envvar=env_var("models_dir"), help="Folder searched for ./models/<name>.")]
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from crossrank.backends.base import Backend
 from crossrank.batching import pack_batches
 from crossrank.errors import CrossrankError
-from crossrank.inputs import check_passages, check_query
+from crossrank.inputs import check_passages, check_query, check_top_k
 from crossrank.ranking import RerankResult, aggregate_chunks, rank
 from crossrank.scoring import forward_with_backoff
 from crossrank.tokenize import EncodedPair
@@ -257,8 +257,7 @@ class Engine:
         """
         check_query(query)
         passages = check_passages(texts)
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        check_top_k(top_k)
         if not self.running:
             raise EngineNotRunningError("the engine is not running (not started yet, or shutting down)")
         n = len(passages)

@@ -16,6 +16,13 @@ def check_query(query: Any) -> str:
     return query
 
 
+def check_top_k(top_k: Any) -> int | None:
+    """``None`` keeps every result; otherwise at least 1."""
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    return top_k
+
+
 def check_passages(passages: Any) -> list[str]:
     if passages is None:
         raise TypeError("passages is None: pass a list of strings (an empty list gives an empty result)")

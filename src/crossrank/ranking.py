@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from crossrank.errors import ScoreError
+from crossrank.inputs import check_top_k
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,7 @@ def finalize(raw: Sequence[float], normalize: bool) -> list[float]:
 def rank(raw: Sequence[float], texts: Sequence[str], chunks: Sequence[int] | None = None,
          top_k: int | None = None) -> list[RerankResult]:
     """Sort passages best first (stable: ties keep input order) and keep ``top_k``."""
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    check_top_k(top_k)
     check_finite(raw)
     order = sorted(range(len(raw)), key=lambda i: -raw[i])
     if top_k is not None:

@@ -13,7 +13,7 @@ import torch
 from crossrank.backends.base import Backend, create_backend
 from crossrank.devices import dtype_name, resolve_device, resolve_devices, resolve_dtype
 from crossrank.errors import DeviceError
-from crossrank.inputs import check_pairs, check_passages, check_query
+from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
 from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
 from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, run_batches
@@ -215,8 +215,7 @@ class Reranker:
         """Rank ``passages`` against ``query``, best first; an empty list of passages gives an empty result."""
         check_query(query)
         texts = check_passages(passages)
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        check_top_k(top_k)
         raw, chunks = self._raw_scores([(query, p) for p in texts], long_passages, progress)
         return rank(raw, texts, chunks, top_k)
 

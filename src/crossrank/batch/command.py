@@ -44,8 +44,7 @@ def batch(
                                             help="Ray: rows per batch handed to an actor.")] = 4096,
     model: opt.Model = DEFAULT_MODEL,
     device: opt.Device = _D.device,
-    devices: Annotated[str, typer.Option(envvar=env_var("devices"), help="Local: several GPUs, one worker each: "
-                                         "all | 0,1 (replaces --device).")] = "",
+    devices: opt.Devices = _D.devices,
     dtype: opt.Dtype = _D.dtype,
     max_length: opt.MaxLength = _D.max_length,
     max_batch_tokens: opt.MaxBatchTokens = _D.max_batch_tokens,

@@ -15,27 +15,23 @@ from typing import Annotated
 
 import typer
 
+from crossrank import cli_options as opt
 from crossrank.model import DEFAULT_MODEL
 from crossrank.settings import ModelSettings, ServerSettings, env_var
 
 _DEFAULTS = ServerSettings()
+_MODEL_DEFAULTS = ModelSettings()
 
 
 def serve(
-    model: Annotated[str, typer.Option(help="Model: hub id, local directory, or name under --models-dir.",
-                                       envvar=env_var("model"))] = DEFAULT_MODEL,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.", envvar=env_var("device"))] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.", envvar=env_var("dtype"))] = "auto",
-    devices: Annotated[str, typer.Option(help="Several GPUs of this host, one model replica and worker each: all | 0,1 "
-                                         "| cuda:0,cuda:1 (replaces --device).", envvar=env_var("devices"))] = "",
-    max_length: Annotated[int, typer.Option(help="Tokens per (query, passage) pair; longer passages are cut.",
-                                            envvar=env_var("max_length"))] = 512,
-    max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one forward pass (padding counted).",
-                                                  envvar=env_var("max_batch_tokens"))] = 16384,
-    long_passages: Annotated[str, typer.Option(help="truncate | chunk: what to do with passages over max-length.",
-                                               envvar=env_var("long_passages"))] = "truncate",
-    models_dir: Annotated[str, typer.Option(help="Directory of local models.",
-                                            envvar=env_var("models_dir"))] = "models",
+    model: opt.Model = DEFAULT_MODEL,
+    device: opt.Device = _MODEL_DEFAULTS.device,
+    dtype: opt.Dtype = _MODEL_DEFAULTS.dtype,
+    devices: opt.Devices = _MODEL_DEFAULTS.devices,
+    max_length: opt.MaxLength = _MODEL_DEFAULTS.max_length,
+    max_batch_tokens: opt.MaxBatchTokens = _MODEL_DEFAULTS.max_batch_tokens,
+    long_passages: opt.LongPassages = _MODEL_DEFAULTS.long_passages,
+    models_dir: opt.ModelsDir = _MODEL_DEFAULTS.models_dir,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.",
                                       envvar=env_var("host"))] = _DEFAULTS.host,
     port: Annotated[int, typer.Option(help="TCP port.", envvar=env_var("port"))] = _DEFAULTS.port,
