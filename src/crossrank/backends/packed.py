@@ -73,15 +73,20 @@ def _sdpa_per_sequence(
     first_only: bool,
 ) -> torch.Tensor:
     """Exact fallback: one SDPA call per sequence, ``[tokens, heads, dim]`` in and out (one row per sequence if
-    ``first_only``). ``cu_host`` holds the same offsets as ``cu`` on the CPU, to slice without device syncs."""
+    ``first_only``). ``cu_host`` holds the same offsets as ``cu`` on the CPU, to slice without device syncs.
+
+    The inputs are given to SDPA as 4-D ``[1, heads, tokens, dim]``: with 3-D inputs PyTorch picks the unfused "math"
+    kernel (explicit scores, masks, softmax as separate passes), with 4-D ones the fused flash-attention kernel for CPU,
+    measured ~7x faster per call on the 2-core CPU and equal to 1e-6."""
     bounds = cu_host.tolist()
     outs = []
     for start, end in itertools.pairwise(bounds):
         qs = q[start : start + 1] if first_only else q[start:end]
         out = F.scaled_dot_product_attention(
-            qs.transpose(0, 1), k[start:end].transpose(0, 1), v[start:end].transpose(0, 1)
+            qs.transpose(0, 1).unsqueeze(0), k[start:end].transpose(0, 1).unsqueeze(0),
+            v[start:end].transpose(0, 1).unsqueeze(0),
         )
-        outs.append(out.transpose(0, 1))
+        outs.append(out[0].transpose(0, 1))
     return torch.cat(outs)
 
 
