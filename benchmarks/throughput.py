@@ -152,7 +152,8 @@ def main() -> None:
     ap.add_argument("--per-query", type=int, default=100)
     ap.add_argument("--modes", default="e2e,model,latency,long,compile")
     ap.add_argument("--runners", default="packed,padded,flag,ce32,ce128")
-    ap.add_argument("--budget", type=int, default=16384, help="crossrank max_batch_tokens")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="crossrank max_batch_tokens; 0: crossrank's default for the device (16384 GPU, 2048 CPU)")
     ap.add_argument("--long-pairs", type=int, default=256)
     ap.add_argument("--model-dir", default=None, help="reuse a model built earlier")
     ap.add_argument("--json", default=None)
@@ -164,6 +165,9 @@ def main() -> None:
     modes = set(args.modes.split(","))
     runners = args.runners.split(",")
     arch = SIZES[size]
+    from crossrank.devices import resolve_batch_tokens
+
+    args.budget = resolve_batch_tokens(args.budget, torch.device(dev))
     result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                               "torch": torch.__version__, "size": size, "arch": arch, "dtype": dtype,
                               "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget}

@@ -77,6 +77,23 @@ def resolve_devices(devices: str | Sequence[str | torch.device]) -> list[torch.d
             for d in resolved]
 
 
+GPU_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 2048
+
+
+def resolve_batch_tokens(max_batch_tokens: int, device: torch.device) -> int:
+    """The token budget of one batch; ``0`` means auto: 16,384 tokens on GPUs, 2,048 on CPU.
+
+    On CPU a small budget keeps each layer's activations (a ``[tokens, 1536]`` feed-forward block is 100 MB at 16k
+    tokens) near the caches; on the 2-core CPU with a MiniLM-sized model 1-4k tokens measured ~12% faster than 16k
+    (benchmarks/RESULTS.md). On GPUs a large budget keeps the kernels big."""
+    if max_batch_tokens < 0:
+        raise ValueError("max_batch_tokens must be 0 (auto) or more")
+    if max_batch_tokens:
+        return max_batch_tokens
+    return CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``auto`` is fp16 on CUDA and MPS and fp32 on CPU; half precision on CPU is refused."""
     if dtype is None or dtype == "auto":

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from crossrank.backends.base import Backend, create_backend
-from crossrank.devices import dtype_name, resolve_device, resolve_devices, resolve_dtype
+from crossrank.devices import dtype_name, resolve_batch_tokens, resolve_device, resolve_devices, resolve_dtype
 from crossrank.errors import DeviceError
 from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
 from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
@@ -64,6 +64,7 @@ class Reranker:
     ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
     ``long_passages``: ``truncate`` (the reference's behaviour) or ``chunk`` (score windows of the passage that fit
     beside the query, ``chunk_overlap`` tokens apart, and keep the best).
+    ``max_batch_tokens``: token budget of one batch; 0 (auto) is 16,384 on GPUs and 2,048 on CPU.
     ``devices``: several devices of this host, one model replica and one long-lived worker thread each, batches going
     to whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
@@ -77,7 +78,7 @@ class Reranker:
         dtype: str = "auto",
         max_length: int = 512,
         query_max_length: int | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int = 0,
         backend: str = "auto",
         long_passages: str = "truncate",
         chunk_overlap: int = 32,
@@ -86,14 +87,13 @@ class Reranker:
     ) -> None:
         if long_passages not in LONG_PASSAGE_MODES:
             raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
-        if max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be at least 1")
         if chunk_overlap < 0:
             raise ValueError("chunk_overlap must be 0 or more")
         targets = resolve_devices(devices) if devices else [resolve_device(device)]
         if len({d.type for d in targets}) > 1:
             raise DeviceError(f"devices={devices!r} mixes device types; use GPUs only or CPUs only")
         self.device = targets[0]
+        max_batch_tokens = resolve_batch_tokens(max_batch_tokens, self.device)
         self.dtype = resolve_dtype(dtype, self.device)
         started = time.perf_counter()
         self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
