@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,23 @@ def test_environment_report_describes_this_machine() -> None:
             assert gpu.compute_capability == f"{major}.{minor}"
     else:
         assert report.gpus == []
+
+
+def test_batch_tokens_auto_depends_on_the_device() -> None:
+    from crossrank.devices import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, resolve_batch_tokens
+
+    assert resolve_batch_tokens(0, torch.device("cpu")) == CPU_BATCH_TOKENS
+    assert resolve_batch_tokens(0, torch.device("cuda", 0)) == GPU_BATCH_TOKENS
+    assert resolve_batch_tokens(0, torch.device("mps")) == GPU_BATCH_TOKENS
+    assert resolve_batch_tokens(700, torch.device("cpu")) == 700  # an explicit budget always wins
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        resolve_batch_tokens(-1, torch.device("cpu"))
+
+
+def test_reranker_reports_the_resolved_budget(tiny_model_dir: Path) -> None:
+    from crossrank.devices import CPU_BATCH_TOKENS
+
+    r = Reranker(str(tiny_model_dir), device="cpu")
+    assert r.settings.max_batch_tokens == CPU_BATCH_TOKENS
+    assert r.describe()["max_batch_tokens"] == CPU_BATCH_TOKENS
+    assert Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=900).settings.max_batch_tokens == 900

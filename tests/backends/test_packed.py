@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import crossrank.backends.packed as packed_module
 from crossrank import Reranker
-from crossrank.backends.packed import PackedBackend, supports
+from crossrank.backends.packed import PackedBackend, cpu_linear, supports
 from crossrank.testing import generated_sentences
 
 TOL = 1e-5
@@ -142,3 +145,42 @@ def test_unknown_architecture_falls_back_to_padded() -> None:
 def test_varlen_attention_refused_on_cpu(tiny_reranker: Reranker) -> None:
     with pytest.raises(ValueError, match="CUDA"):
         PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, attention="varlen")
+
+
+def _ops_run(fn: Callable[[], object]) -> set[str]:
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    return {event.name for event in prof.events()}
+
+
+def test_cpu_attention_uses_the_fused_kernel(tiny_reranker: Reranker) -> None:
+    """SDPA given 3-D inputs silently falls back to the unfused math kernel on CPU (~7x slower): keep it 4-D."""
+    backend = PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32)
+    encoded = tiny_reranker.encode(_pairs(4, seed=7))
+    ops = _ops_run(lambda: backend.forward(encoded))
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
+    assert "aten::_scaled_dot_product_attention_math" not in ops
+
+
+def test_cpu_linear_is_onednn_and_equals_f_linear() -> None:
+    linear = cpu_linear(torch.device("cpu"), torch.float32)
+    if not torch.backends.mkldnn.is_available():
+        assert linear is F.linear
+        return
+    assert linear is not F.linear
+    gen = torch.Generator().manual_seed(1)
+    for rows in (1, 7, 300):  # one row per sequence in the last layer; a big packed batch
+        x, w = torch.randn(rows, 48, generator=gen), torch.randn(80, 48, generator=gen)
+        b = torch.randn(80, generator=gen)
+        torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=0, atol=1e-4)
+    assert cpu_linear(torch.device("cuda"), torch.float16) is F.linear
+
+
+def test_cpu_linear_falls_back_when_the_private_op_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> torch.Tensor:
+        raise RuntimeError("op changed")
+
+    monkeypatch.setattr(packed_module, "_onednn_linear", broken)
+    assert cpu_linear(torch.device("cpu"), torch.float32) is F.linear

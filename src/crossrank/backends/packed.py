@@ -102,6 +102,11 @@ def _post_attention(
     return F.layer_norm(linear(act(linear(h, i_w, i_b)), f_w, f_b) + h, (h.shape[-1],), ln2_w, ln2_b, ln2_eps)
 
 
+_T = torch.Tensor
+_PostWeights = tuple[_T, _T, _T, _T, float, _T, _T, _T, _T, _T, _T, float]
+"""``_post_attention``'s weights after ``ctx`` and ``x``, in its order."""
+
+
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear`` through oneDNN's matmul (the op ``torch.compile`` uses for CPU linears) instead of MKL's sgemm:
     on the 2-core AMD CPU it measured 5-15% faster on these shapes (benchmarks/RESULTS.md), with the same result to
@@ -272,7 +277,7 @@ class PackedBackend:
 
     def _collect_post_weights(self) -> None:
         """Everything after attention, as plain tensors, so one function (compiled or not) serves all layers."""
-        self.post_weights: list[tuple[Any, ...]] = []
+        self.post_weights: list[_PostWeights] = []
         for layer in self.layers:
             a, inter, out = layer.attention.output, layer.intermediate, layer.output
             self.post_weights.append((
