@@ -169,3 +169,14 @@ def test_environment_report_describes_this_machine() -> None:
             assert gpu.compute_capability == f"{major}.{minor}"
     else:
         assert report.gpus == []
+
+
+def test_default_batch_tokens_by_device(tiny_model_dir):
+    from crossrank.devices import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, default_batch_tokens
+
+    assert default_batch_tokens(torch.device("cpu")) == CPU_BATCH_TOKENS
+    assert default_batch_tokens(torch.device("cuda", 1)) == GPU_BATCH_TOKENS
+    assert Reranker(str(tiny_model_dir), device="cpu").settings.max_batch_tokens == CPU_BATCH_TOKENS
+    assert Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=77).settings.max_batch_tokens == 77
+    with pytest.raises(ValueError, match="at least 1"):
+        Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=-5)

@@ -21,6 +21,18 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+GPU_BATCH_TOKENS = 32768
+"""Default token budget of one batch on a GPU: measured faster than 16,384 end to end (benchmarks/RESULTS.md), and
+bge-reranker-v2-m3 in fp16 peaks at about 2.1 GB with it (the issue's limit is 2.5 GB)."""
+CPU_BATCH_TOKENS = 16384
+"""Default token budget of one batch on the CPU."""
+
+
+def default_batch_tokens(device: torch.device) -> int:
+    """The token budget ``max_batch_tokens=0`` stands for on this device."""
+    return CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS
+
+
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())

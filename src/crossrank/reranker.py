@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from crossrank.backends.base import Backend, create_backend
-from crossrank.devices import dtype_name, resolve_device, resolve_devices, resolve_dtype
+from crossrank.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
 from crossrank.errors import DeviceError
 from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
 from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
@@ -65,6 +65,8 @@ class Reranker:
     ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
     ``long_passages``: ``truncate`` (the reference's behaviour) or ``chunk`` (score windows of the passage that fit
     beside the query, ``chunk_overlap`` tokens apart, and keep the best).
+    ``max_batch_tokens``: tokens in one batch (longest pairs first, no padding on the packed backend); 0 picks the
+    device's default (32,768 on GPU, 16,384 on CPU).
     ``devices``: several devices of this host, one model replica and one long-lived worker thread each, batches going
     to whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
@@ -78,7 +80,7 @@ class Reranker:
         dtype: str = "auto",
         max_length: int = 512,
         query_max_length: int | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int = 0,
         backend: str = "auto",
         long_passages: str = "truncate",
         chunk_overlap: int = 32,
@@ -87,8 +89,8 @@ class Reranker:
     ) -> None:
         if long_passages not in LONG_PASSAGE_MODES:
             raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
-        if max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be at least 1")
+        if max_batch_tokens < 0:
+            raise ValueError("max_batch_tokens must be at least 1 (or 0 for the device's default)")
         if chunk_overlap < 0:
             raise ValueError("chunk_overlap must be 0 or more")
         targets = resolve_devices(devices) if devices else [resolve_device(device)]
@@ -96,6 +98,7 @@ class Reranker:
             raise DeviceError(f"devices={devices!r} mixes device types; use GPUs only or CPUs only")
         self.device = targets[0]
         self.dtype = resolve_dtype(dtype, self.device)
+        max_batch_tokens = max_batch_tokens or default_batch_tokens(self.device)
         started = time.perf_counter()
         self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
         self.tokenizer, self.model = load_model(self.resolved.path, model, dtype=self.dtype, device=self.device)
