@@ -8,7 +8,8 @@ text in and scores out (tokenisation included). Prints a table and writes JSON.
     # CPU, small N
     PYTHONPATH=src python benchmarks/throughput.py --device cpu --size minilm --pairs 256 --modes e2e --json cpu.json
 
-Modes (``--modes``, comma separated): e2e (pairs/s and peak memory of every runner, order check), model (model-only
+Modes (``--modes``, comma separated): e2e (pairs/s, the median of ``--repeats`` timed runs after a 64-pair warm-up, and
+peak memory of every runner, order check), model (model-only
 utilisation, pre-tokenised), latency (one query, 100 passages of ~256 tokens, median of 50), long (max_length 8192),
 compile (model-only with torch.compile of the post-attention block).
 """
@@ -153,7 +154,9 @@ def main() -> None:
     ap.add_argument("--modes", default="e2e,model,latency,long,compile")
     ap.add_argument("--runners", default="packed,padded,flag,ce32,ce128")
     ap.add_argument("--budget", type=int, default=0,
-                    help="crossrank max_batch_tokens; 0: crossrank's default for the device (16384 GPU, 2048 CPU)")
+                    help="crossrank max_batch_tokens; 0: crossrank's default for the device")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="end-to-end timed runs per runner, median reported (3 on GPU, 1 on CPU by default)")
     ap.add_argument("--long-pairs", type=int, default=256)
     ap.add_argument("--model-dir", default=None, help="reuse a model built earlier")
     ap.add_argument("--json", default=None)
@@ -165,9 +168,9 @@ def main() -> None:
     modes = set(args.modes.split(","))
     runners = args.runners.split(",")
     arch = SIZES[size]
-    from crossrank.devices import resolve_batch_tokens
+    from crossrank.devices import default_batch_tokens
 
-    args.budget = resolve_batch_tokens(args.budget, torch.device(dev))
+    args.budget = args.budget or default_batch_tokens(torch.device(dev))
     result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                               "torch": torch.__version__, "size": size, "arch": arch, "dtype": dtype,
                               "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget}
@@ -203,6 +206,14 @@ def main() -> None:
     print("mix", result["mix"], flush=True)
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
 
+    repeats = args.repeats or (3 if dev == "cuda" else 1)
+
+    def timed_runs(fn: Callable[[], Any]) -> tuple[Any, float, list[float]]:
+        """``repeats`` timed runs of ``fn`` (after the caller's warm-up): the last output, the median, every time."""
+        runs = [timed(dev, fn) for _ in range(repeats)]
+        times = [t for _, t in runs]
+        return runs[-1][0], statistics.median(times), times
+
     if "e2e" in modes:
         e2e: dict[str, Any] = {}
         scores: dict[str, list[float]] = {}
@@ -214,14 +225,14 @@ def main() -> None:
                 r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
                                      "padded" if name == "ref32" else name, args.budget)
                 r.score(warm, normalize=False)
-                out, secs = timed(dev, lambda r=r: r.score(pairs, normalize=False))
+                out, secs, times = timed_runs(lambda r=r: r.score(pairs, normalize=False))
                 del r
             elif name == "flag":
                 from FlagEmbedding import FlagReranker
 
                 fr = FlagReranker(str(path), use_fp16=dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
                 fr.compute_score(warm)
-                out, secs = timed(dev, lambda fr=fr: fr.compute_score(pairs, batch_size=128))
+                out, secs, times = timed_runs(lambda fr=fr: fr.compute_score(pairs, batch_size=128))
                 del fr
             elif name.startswith("ce"):
                 from sentence_transformers import CrossEncoder
@@ -230,14 +241,15 @@ def main() -> None:
                                   model_kwargs={"dtype": torch_dtype})
                 bs = int(name[2:])
                 ce.predict(warm, batch_size=bs)
-                out, secs = timed(dev, lambda ce=ce, bs=bs: ce.predict(pairs, batch_size=bs, show_progress_bar=False))
+                out, secs, times = timed_runs(
+                    lambda ce=ce, bs=bs: ce.predict(pairs, batch_size=bs, show_progress_bar=False))
                 out = [float(x) for x in out]
                 del ce
             else:
                 raise SystemExit(f"unknown runner {name}")
             scores[name] = list(out)
             e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
-                         "peak_gpu_gb": peak_gb(dev)}
+                         "runs_s": [round(t, 3) for t in times], "peak_gpu_gb": peak_gb(dev)}
             print("e2e", name, e2e[name], flush=True)
         ref = "flag" if "flag" in scores else None
         if ref:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import pytest
 import torch
@@ -172,21 +171,12 @@ def test_environment_report_describes_this_machine() -> None:
         assert report.gpus == []
 
 
-def test_batch_tokens_auto_depends_on_the_device() -> None:
-    from crossrank.devices import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, resolve_batch_tokens
+def test_default_batch_tokens_by_device(tiny_model_dir):
+    from crossrank.devices import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, default_batch_tokens
 
-    assert resolve_batch_tokens(0, torch.device("cpu")) == CPU_BATCH_TOKENS
-    assert resolve_batch_tokens(0, torch.device("cuda", 0)) == GPU_BATCH_TOKENS
-    assert resolve_batch_tokens(0, torch.device("mps")) == GPU_BATCH_TOKENS
-    assert resolve_batch_tokens(700, torch.device("cpu")) == 700  # an explicit budget always wins
-    with pytest.raises(ValueError, match="max_batch_tokens"):
-        resolve_batch_tokens(-1, torch.device("cpu"))
-
-
-def test_reranker_reports_the_resolved_budget(tiny_model_dir: Path) -> None:
-    from crossrank.devices import CPU_BATCH_TOKENS
-
-    r = Reranker(str(tiny_model_dir), device="cpu")
-    assert r.settings.max_batch_tokens == CPU_BATCH_TOKENS
-    assert r.describe()["max_batch_tokens"] == CPU_BATCH_TOKENS
-    assert Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=900).settings.max_batch_tokens == 900
+    assert default_batch_tokens(torch.device("cpu")) == CPU_BATCH_TOKENS
+    assert default_batch_tokens(torch.device("cuda", 1)) == GPU_BATCH_TOKENS
+    assert Reranker(str(tiny_model_dir), device="cpu").settings.max_batch_tokens == CPU_BATCH_TOKENS
+    assert Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=77).settings.max_batch_tokens == 77
+    with pytest.raises(ValueError, match="at least 1"):
+        Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=-5)

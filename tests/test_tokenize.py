@@ -105,3 +105,43 @@ def test_rust_core_path_equals_transformers_path_on_any_text(tokenizer_for_tests
     fast = PairEncoder(tokenizer_for_tests, max_length=48)
     slow = _through_transformers(PairEncoder(tokenizer_for_tests, max_length=48))
     assert fast.encode(pairs) == slow.encode(pairs)
+
+
+_WORDS = ["vitamin", "D", "中国", "北京", "</s>", "<unk>", "🙂", "\u200b", "\U0001d11e", "a", "Ünïcödé", "x" * 30]
+
+
+def _texts(most_words: int) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(_WORDS), max_size=most_words).flatmap(
+        lambda words: st.lists(st.sampled_from([" ", "  ", "\n", "\t", ""]), min_size=len(words),
+                               max_size=len(words)).map(lambda gaps: "".join(w + g for w, g in zip(words, gaps))))
+
+
+# Queries short enough to leave room for a passage after the reference tokenises them again (a decoded query can
+# come back longer, and then the reference itself fails: that is not what this test is about).
+@given(st.lists(st.tuples(_texts(3), _texts(40)), min_size=1, max_size=6), st.sampled_from([32, 48, 512]))
+def test_skipping_the_second_tokenisation_changes_nothing(tokenizer_for_tests, pairs, max_length):
+    """The round-trip shortcut of _join_by_text_core gives exactly what tokenising the decoded pair again gives,
+    on text with special tokens, unknown characters, runs of whitespace, truncation and empty sides."""
+    fast = PairEncoder(tokenizer_for_tests, max_length=max_length)
+    slow = PairEncoder(tokenizer_for_tests, max_length=max_length)
+    slow.fast_join = False
+    assert fast.join_by_text and fast.core is not None
+    assert fast.encode(pairs) == slow.encode(pairs)
+
+
+def test_clean_text_skips_the_second_tokenisation(tokenizer_for_tests, monkeypatch):
+    enc = PairEncoder(tokenizer_for_tests, max_length=64)
+    calls = []
+    original = enc._core_encode
+
+    def counting(inputs, **kwargs):
+        calls.append((len(inputs), kwargs["strategy"]))
+        return original(inputs, **kwargs)
+
+    monkeypatch.setattr(enc, "_core_encode", counting)
+    pairs = [("vitamin D", "low vitamin D levels"), ("vitamin D", "a b c"), ("vitamin D", "x " * 200)]
+    got = enc.encode(pairs)
+    # Queries and passages once each; only the truncated passage is tokenised again as a pair.
+    assert calls == [(1, "longest_first"), (3, "longest_first"), (1, "only_second")]
+    assert got == [*PairEncoder(tokenizer_for_tests, max_length=64).encode(pairs)]
+    assert [e.input_ids for e in got] == [reference_ids(tokenizer_for_tests, q, p, 64, 48) for q, p in pairs]

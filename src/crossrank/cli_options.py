@@ -20,7 +20,7 @@ MaxLength = Annotated[int, typer.Option(envvar=env_var("max_length"),
                                         help="Tokens per (query, passage) pair, up to the model's limit.")]
 MaxBatchTokens = Annotated[int, typer.Option(envvar=env_var("max_batch_tokens"),
                                              help="Token budget of one batch (padding counted on padded backends); "
-                                                  "0 = auto: 16384 on GPUs, 2048 on CPU.")]
+                                                  "0: 32768 on GPU, 2048 on CPU.")]
 Backend = Annotated[str, typer.Option(envvar=env_var("backend"),
                                       help="auto | packed (no padding; XLM-R/BERT family) | padded (any HF model).")]
 LongPassages = Annotated[str, typer.Option(envvar=env_var("long_passages"),

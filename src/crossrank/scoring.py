@@ -53,17 +53,19 @@ def forward_with_backoff(backend: Backend, batch: Sequence[EncodedPair]) -> list
     return [float(v) for part in parts for v in part.tolist()]
 
 
-def run_batches(
+def start_batches(
     backend: Backend,
     encoded: Sequence[EncodedPair],
     max_batch_tokens: int,
     progress: ProgressCallback | None = None,
-) -> list[float]:
-    """Score every encoded sequence, longest first under the budget; logits come back in input order.
+) -> Callable[[], list[float]]:
+    """Queue every batch of ``encoded`` (longest first under the budget) and return a function that waits for the
+    logits, in input order.
 
     A backend with ``forward_device`` (logits left on the device, no wait) gets all batches queued back to back and
-    one copy of all logits at the end: the host prepares batch k+1 while the GPU runs batch k, instead of waiting for
-    each batch's logits. Progress then counts batches queued, not finished.
+    one copy of all logits when the returned function is called: the host prepares batch k+1 while the GPU runs batch
+    k, and a caller can queue its next slice of pairs before this one finishes, so the GPU does not idle in between.
+    Progress then counts batches queued, not finished.
     """
     batches = pack_batches([len(e) for e in encoded], max_batch_tokens, padded=backend.padded)
     run: Callable[[Sequence[EncodedPair]], torch.Tensor] = getattr(backend, "forward_device", backend.forward)
@@ -76,9 +78,23 @@ def run_batches(
         done += len(batch)
         if progress is not None:
             progress(done, len(encoded))
-    flat = torch.cat(parts).float().cpu().tolist() if parts else []
-    values, at = [], 0
-    for size in sizes:
-        values.append(flat[at : at + size])
-        at += size
-    return restore_order(batches, values, len(encoded))
+
+    def collect() -> list[float]:
+        flat = torch.cat(parts).float().cpu().tolist() if parts else []
+        values, at = [], 0
+        for size in sizes:
+            values.append(flat[at : at + size])
+            at += size
+        return restore_order(batches, values, len(encoded))
+
+    return collect
+
+
+def run_batches(
+    backend: Backend,
+    encoded: Sequence[EncodedPair],
+    max_batch_tokens: int,
+    progress: ProgressCallback | None = None,
+) -> list[float]:
+    """Score every encoded sequence, longest first under the budget; logits come back in input order."""
+    return start_batches(backend, encoded, max_batch_tokens, progress)()

@@ -18,7 +18,7 @@ class ModelSettings:
     dtype: str = "auto"
     max_length: int = 512
     query_max_length: int | None = None
-    max_batch_tokens: int = 0  # 0: auto, 16384 on GPUs and 2048 on CPU (devices.resolve_batch_tokens)
+    max_batch_tokens: int = 0  # 0: by device (devices.default_batch_tokens)
     backend: str = "auto"
     long_passages: str = "truncate"
     chunk_overlap: int = 32

@@ -126,7 +126,6 @@ class PairEncoder:
                 f"query_max_length={self.query_max_length} must leave room for a passage within max_length={max_length}"
             )
         self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
-        self.truncate_left = getattr(tokenizer, "truncation_side", "right") == "left"
         # FlagReranker joins ids with `prepare_for_model` where the tokenizer has it (transformers 4). Transformers 5
         # removed it, and FlagReranker then decodes both id lists and tokenises the pair text again, which differs
         # from joining ids when text does not survive the round trip (unknown characters, an empty passage). We
@@ -136,6 +135,13 @@ class PairEncoder:
         # Truncation is state on the shared Rust tokenizer (transformers sets it before every call too): set it and
         # encode under one lock so two threads of this encoder never see each other's settings.
         self._core_lock = threading.Lock()
+        # Skip the reference's second tokenisation where it provably gives the joined ids (_join_by_text_core).
+        self.fast_join = True
+
+    @property
+    def truncate_left(self) -> bool:
+        """Read from the tokenizer at each use, as transformers does (a caller may change ``truncation_side``)."""
+        return getattr(self.tokenizer, "truncation_side", "right") == "left"
 
     def _core_encode(self, inputs: list[Any], *, max_length: int | None, strategy: str,
                      add_special_tokens: bool) -> list[Any]:
@@ -152,16 +158,22 @@ class PairEncoder:
             core.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
             return list(core.encode_batch(inputs, add_special_tokens=add_special_tokens))
 
+    @staticmethod
+    def _cut(texts: Sequence[str], max_length: int | None) -> list[str]:
+        """The tokenizer reads a whole text before truncating it: a 10 MB passage would take seconds to yield 512
+        tokens. Texts are cut first, far beyond what ``max_length`` tokens can span in ordinary text."""
+        if max_length is None:
+            return list(texts)
+        limit = max_length * CHARS_PER_TOKEN_LIMIT
+        return [t[:limit] for t in texts]
+
     def _ids(self, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
         if not texts:
             return []
         kwargs: dict[str, Any] = {"add_special_tokens": False, "return_attention_mask": False}
         if max_length is not None:
             kwargs.update(truncation=True, max_length=max_length)
-            # The tokenizer reads a whole text before truncating it: a 10 MB passage would take seconds to yield
-            # 512 tokens. Cut the text first, far beyond what max_length tokens can span in ordinary text.
-            limit = max_length * CHARS_PER_TOKEN_LIMIT
-            texts = [t[:limit] for t in texts]
+            texts = self._cut(texts, max_length)
         if self.core is not None:
             found = self._core_encode(list(texts), max_length=max_length, strategy="longest_first",
                                       add_special_tokens=False)
@@ -213,14 +225,30 @@ class PairEncoder:
                                      items[i][2], items[i][3])
         return [e for e in out if e is not None]
 
-    def _join_by_text_core(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
-        """:meth:`_join_by_text` through the Rust tokenizer directly (same decode, same pair encoding)."""
+    def _join_by_text_core(self, items: Sequence[tuple[list[int], list[int], int, int]],
+                           sources: Sequence[tuple[str, str]] | None = None) -> list[EncodedPair]:
+        """:meth:`_join_by_text` through the Rust tokenizer directly (same decode, same pair encoding).
+
+        ``sources``: the (query, passage) texts the id lists were encoded from, untruncated. Where both decode back
+        to exactly those texts, tokenising the decoded pair again would encode the same strings with the same
+        tokenizer, and a pair is encoded as its two sequences separately: the result is the two id lists joined by
+        the template with ``only_second`` truncation, i.e. :meth:`_join_ids`. Those pairs skip the second
+        tokenisation (about half of the work); any other pair (truncated, unknown characters, whitespace the
+        normaliser changes, an empty passage) is tokenised again as the reference does.
+        """
         core = self.core
         q_text = core.decode_batch([it[0] for it in items], skip_special_tokens=False)
         p_text = core.decode_batch([it[1] for it in items], skip_special_tokens=False)
         out: list[EncodedPair | None] = [None] * len(items)
-        with_p = [i for i, p in enumerate(p_text) if p]
-        without_p = [i for i, p in enumerate(p_text) if not p]
+        if sources is not None:
+            for i, (item, (q_src, p_src)) in enumerate(zip(items, sources, strict=True)):
+                q_ids, p_ids = item[0], item[1]
+                untruncated = len(q_ids) < self.query_max_length and len(p_ids) < self.max_length
+                if untruncated and p_text[i] and p_text[i] == p_src and q_text[i] == q_src:
+                    out[i] = self._join_ids(*item)
+        todo = [i for i, e in enumerate(out) if e is None]
+        with_p = [i for i in todo if p_text[i]]
+        without_p = [i for i in todo if not p_text[i]]
         groups = (
             (with_p, [(q_text[i], p_text[i]) for i in with_p], self.max_length),
             (without_p, [q_text[i] for i in without_p], None),  # `tokenizer(q, "")` encodes the query alone
@@ -233,8 +261,11 @@ class PairEncoder:
                 out[i] = EncodedPair(e.ids, e.type_ids if self.uses_token_types else None, items[i][2], items[i][3])
         return [e for e in out if e is not None]
 
-    def _join(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
+    def _join(self, items: Sequence[tuple[list[int], list[int], int, int]],
+              sources: Sequence[tuple[str, str]] | None = None) -> list[EncodedPair]:
         if self.join_by_text:
+            if self.core is not None:
+                return self._join_by_text_core(items, sources)
             return self._join_by_text(items)
         return [self._join_ids(*item) for item in items]
 
@@ -242,7 +273,13 @@ class PairEncoder:
         """One sequence per pair, the passage truncated to fit (FlagReranker's behaviour)."""
         q_ids = self.encode_queries([q for q, _ in pairs])
         p_ids = self._ids([p for _, p in pairs], self.max_length)
-        return self._join([(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))])
+        items = [(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))]
+        if not self.fast_join:
+            return self._join(items)
+        # The texts exactly as they were tokenised (cut as _ids cuts them), for the round-trip check.
+        sources = zip(self._cut([q for q, _ in pairs], self.query_max_length),
+                      self._cut([p for _, p in pairs], self.max_length))
+        return self._join(items, list(sources))
 
     def encode_chunked(
         self, pairs: Sequence[tuple[str, str]], overlap: int, max_chunks: int | None = None

@@ -42,12 +42,16 @@ def _max_diff(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.parametrize("fuse", [True, False])
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, reference: Reranker, dtype: str) -> None:
+def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, reference: Reranker, dtype: str,
+                                                   fuse: bool) -> None:
     packed = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
     padded = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="padded")
     assert packed.backend.name == "packed"
     assert getattr(packed.backend, "attention_kind", None) in ("varlen", "flash_attn")
+    assert getattr(packed.backend, "fuse", None) is True  # the Triton kernels are the default on CUDA
+    packed.backend.fuse = fuse  # type: ignore[attr-defined]
     for seed in range(3):
         query, passages = _rerank_inputs(seed)
         pairs = [(query, p) for p in passages]

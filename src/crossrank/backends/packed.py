@@ -11,6 +11,9 @@ Attention, in order of preference:
 - everywhere else (CPU, fp32 on CUDA, MPS): ``scaled_dot_product_attention`` per sequence. Measured on the 2-core CPU
   with a MiniLM-sized model this beats padding the batch (see benchmarks/RESULTS-throughput.md), and it is exact.
 
+On CUDA in fp16/bf16 each residual add + LayerNorm is one Triton kernel (:mod:`crossrank.backends.fused`) instead of
+two passes; ``fuse=False`` keeps PyTorch's ops.
+
 The last layer only needs the first token of each sequence (the classification head reads nothing else), so its
 attention is computed for those queries only and its output projection and feed-forward run on one row per sequence.
 """
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crossrank.backends import fused
 from crossrank.tokenize import EncodedPair
 
 _ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
@@ -131,6 +135,16 @@ def cpu_linear(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.
     return F.linear
 
 
+def _post_attention_fused(
+    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
+    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
+    ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """:func:`_post_attention` with each residual add + LayerNorm as one Triton kernel (one pass instead of two)."""
+    h = fused.add_layer_norm(F.linear(ctx, o_w, o_b), x, ln1_w, ln1_b, ln1_eps)
+    return fused.add_layer_norm(F.linear(act(F.linear(h, i_w, i_b)), f_w, f_b), h, ln2_w, ln2_b, ln2_eps)
+
+
 def _varlen_attention() -> Callable[..., Any] | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -154,7 +168,8 @@ class PackedBackend:
     padded = False
 
     def __init__(
-        self, model: Any, *, device: torch.device, dtype: torch.dtype, attention: str = "auto", compile: bool = False
+        self, model: Any, *, device: torch.device, dtype: torch.dtype, attention: str = "auto", compile: bool = False,
+        fuse: bool | None = None,
     ) -> None:
         if not supports(model):
             raise ValueError(f"the packed backend does not know {type(model).__name__}")
@@ -184,6 +199,11 @@ class PackedBackend:
         self.attention_kind = self._choose_attention(attention)
         self.linear = cpu_linear(device, dtype)
         self._cuda = device.type == "cuda"
+        # The Triton residual+LayerNorm kernel (CUDA, fp16/bf16); None: wherever it can run.
+        can_fuse = fused.available(device, dtype) and not compile
+        if fuse and not can_fuse:
+            raise ValueError("fuse=True needs a CUDA device, fp16/bf16, Triton, and compile=False")
+        self.fuse = can_fuse if fuse is None else fuse
 
     def _fuse_qkv(self) -> None:
         """Point each layer's query/key/value weights at slices of one fused tensor: one GEMM instead of three, and
@@ -271,6 +291,8 @@ class PackedBackend:
             # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
             x = x[cu[:-1].long()] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
         ctx = ctx.reshape(ctx.shape[0], -1)
+        if self.fuse:
+            return _post_attention_fused(ctx, x, *self.post_weights[i], self.act)
         if self._post_compiled is not None and not last:
             return self._post_compiled(ctx, x, *self.post_weights[i], self.act)
         return _post_attention(ctx, x, *self.post_weights[i], self.act, linear=self.linear)
