@@ -304,7 +304,7 @@ def main() -> None:
         encoded = encoder.encode(pairs)
         mo: dict[str, Any] = {}
         if "model" in modes:
-            for budget in (args.budget, 4 * args.budget):
+            for budget in (args.budget, 2 * args.budget):
                 mo[f"packed_{budget}"] = model_only("packed", encoded, budget)
                 print("model", f"packed_{budget}", mo[f"packed_{budget}"], flush=True)
             mo["padded"] = model_only("padded", encoded, args.budget)
