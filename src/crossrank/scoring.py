@@ -27,7 +27,7 @@ def _free_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: Sequence[EncodedPair],
+def split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: Sequence[EncodedPair],
                   device: torch.device) -> list[torch.Tensor]:
     """``run(batch)``; on accelerator out-of-memory (and only that) split the batch in halves and retry, down to one
     pair. Returns the logit tensors of the parts, in batch order."""
@@ -44,12 +44,12 @@ def _split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: S
             ) from exc
         mid = len(batch) // 2
         log.warning("out of memory on a batch of %d sequences; splitting it and retrying", len(batch))
-        return _split_on_oom(run, batch[:mid], device) + _split_on_oom(run, batch[mid:], device)
+        return split_on_oom(run, batch[:mid], device) + split_on_oom(run, batch[mid:], device)
 
 
 def forward_with_backoff(backend: Backend, batch: Sequence[EncodedPair]) -> list[float]:
     """Run one batch; on accelerator out-of-memory (and only that) split it in halves and retry, down to one pair."""
-    parts = _split_on_oom(backend.forward, batch, backend.device)
+    parts = split_on_oom(backend.forward, batch, backend.device)
     return [float(v) for part in parts for v in part.tolist()]
 
 
@@ -73,7 +73,7 @@ def start_batches(
     sizes: list[int] = []
     done = 0
     for batch in batches:
-        parts += _split_on_oom(run, [encoded[i] for i in batch], backend.device)
+        parts += split_on_oom(run, [encoded[i] for i in batch], backend.device)
         sizes.append(len(batch))
         done += len(batch)
         if progress is not None:

@@ -23,7 +23,7 @@ import torch
 
 from crossrank.backends.base import Backend
 from crossrank.batching import pack_batches, restore_order
-from crossrank.scoring import ProgressCallback, forward_with_backoff
+from crossrank.scoring import ProgressCallback, split_on_oom
 from crossrank.tokenize import EncodedPair
 
 log = logging.getLogger(__name__)
@@ -108,25 +108,44 @@ def submit_batches(
 ) -> Callable[[], list[float]]:
     """Pack like :func:`crossrank.scoring.run_batches` and hand every batch to the pool (waiting only for free workers);
     returns a function that waits for the logits, in input order. Lets a caller queue its next slice of pairs while
-    this one still runs, so no worker idles at slice boundaries."""
+    this one still runs, so no worker idles at slice boundaries.
+
+    A worker queues its batch on its GPU and then waits only for the batch it queued before (a CUDA event), not for
+    this one: each GPU always has the next batch queued behind the running one, instead of idling while its worker
+    hands back results and takes new work. Logits stay on the devices until the returned function copies them.
+    """
     batches = pack_batches([len(e) for e in encoded], max_batch_tokens, padded=pool.padded)
     done = 0
     lock = threading.Lock()
+    previous: dict[int, torch.cuda.Event] = {}  # per backend: the event after its last queued batch
 
-    def counted(batch: list[int]) -> Callable[[Backend], list[float]]:
-        def work(backend: Backend) -> list[float]:
+    def counted(batch: list[int]) -> Callable[[Backend], list[torch.Tensor]]:
+        def work(backend: Backend) -> list[torch.Tensor]:
             nonlocal done
-            values = forward_with_backoff(backend, [encoded[i] for i in batch])
+            run = getattr(backend, "forward_device", backend.forward)
+            parts = split_on_oom(run, [encoded[i] for i in batch], backend.device)
+            if backend.device.type == "cuda":
+                queued = torch.cuda.Event()
+                queued.record()
+                before = previous.get(id(backend))
+                previous[id(backend)] = queued  # one worker thread per backend: no other writer of this key
+                if before is not None:
+                    before.synchronize()  # releases the GIL; at most two batches queued per GPU
             if progress is not None:
                 with lock:
                     done += len(batch)
                     progress(done, len(encoded))
-            return values
+            return parts
 
         return work
 
     futures = [pool.submit(counted(batch)) for batch in batches]
-    return lambda: restore_order(batches, [f.result() for f in futures], len(encoded))
+
+    def collect() -> list[float]:
+        values = [torch.cat(f.result()).float().cpu().tolist() for f in futures]
+        return restore_order(batches, values, len(encoded))
+
+    return collect
 
 
 def run_batches_on_pool(
