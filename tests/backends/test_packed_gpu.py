@@ -49,7 +49,7 @@ def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, referenc
     packed = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
     padded = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="padded")
     assert packed.backend.name == "packed"
-    assert getattr(packed.backend, "attention_kind", None) in ("varlen", "flash_attn")
+    assert getattr(packed.backend, "attention_kind", None) in ("triton", "varlen", "flash_attn")
     assert getattr(packed.backend, "fuse", None) is True  # the Triton kernels are the default on CUDA
     packed.backend.fuse = fuse  # type: ignore[attr-defined]
     for seed in range(3):
@@ -108,3 +108,19 @@ def test_compiled_post_attention_matches(mid_model_dir: Path, reference: Reranke
     bound = max(2e-2, 1.5 * _max_diff(padded.score(pairs, normalize=False), ref))
     worst = _max_diff(r.score(pairs, normalize=False), ref)
     assert worst < bound, (worst, bound)
+
+
+@pytest.mark.parametrize("attention", ["triton", "varlen"])
+def test_each_attention_kernel_matches(mid_model_dir: Path, reference: Reranker, attention: str) -> None:
+    from crossrank.backends.packed import PackedBackend
+
+    r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed")
+    r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, attention=attention)
+    padded = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="padded")
+    for seed in (3, 4):
+        query, passages = _rerank_inputs(seed)
+        pairs = [(query, p) for p in passages]
+        ref = reference.score(pairs, normalize=False)
+        bound = max(2e-2, 1.5 * _max_diff(padded.score(pairs, normalize=False), ref))
+        worst = _max_diff(r.score(pairs, normalize=False), ref)
+        assert worst < bound, (worst, bound)
