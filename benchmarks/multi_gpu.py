@@ -75,7 +75,7 @@ def main() -> int:
     parser.add_argument("--devices", default="0,1", help="the multi-device run (all | 0,1 | cpu,cpu)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--max-batch-tokens", type=int, default=65536)
+    parser.add_argument("--max-batch-tokens", type=int, default=0, help="0: the library's default for the device")
     parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
