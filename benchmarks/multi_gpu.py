@@ -87,6 +87,7 @@ def main() -> int:
         model_dir = build_random_reranker(Path(tmp) / "v2m3-shaped", **shape)  # type: ignore[arg-type]
         common = dict(dtype=args.dtype, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens)
         one = Reranker(str(model_dir), device=args.single, **common)  # type: ignore[arg-type]
+        budget = one.settings.max_batch_tokens
         one_scores, one_seconds = timed(one, pairs, args.repeats)
         one_compute = compute_only(one, pairs, args.repeats)
         one.close()
@@ -101,7 +102,7 @@ def main() -> int:
     max_diff = max(abs(a - b) for a, b in zip(one_scores, many_scores, strict=True))
     result = {
         "pairs": len(pairs), "model_shape": shape, "dtype": args.dtype, "max_length": args.max_length,
-        "max_batch_tokens": args.max_batch_tokens,
+        "max_batch_tokens": budget,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "multi": {"devices": args.devices, "workers": workers, "pairs_per_s": round(many_rate, 1),
