@@ -124,7 +124,7 @@ def profile(fn: Callable[[], Any]) -> dict[str, Any]:
         us = ev.device_time
         n = ev.name.lower()
         kind = ("fused_add_ln" if "add_layer_norm" in n else "attention"
-                if any(s in n for s in ("flash", "fmha", "cudnn", "attn", "sdpa")) else "gemm"
+                if any(s in n for s in ("flash", "fmha", "cudnn", "attn", "attention", "sdpa")) else "gemm"
                 if any(s in n for s in ("gemm", "sm90", "cutlass", "xmma", "nvjet")) else "layer_norm"
                 if "layer_norm" in n else "gelu" if "gelu" in n else "copy" if "memcpy" in n or "copy" in n
                 else "other")
