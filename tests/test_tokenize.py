@@ -116,8 +116,8 @@ def _texts(most_words: int) -> st.SearchStrategy[str]:
                                max_size=len(words)).map(lambda gaps: "".join(w + g for w, g in zip(words, gaps))))
 
 
-# Queries short enough to leave room for a passage after the reference tokenises them again (a decoded query can
-# come back longer, and then the reference itself fails: that is not what this test is about).
+# Short queries, so that most examples leave room for a passage after the reference tokenises the query again (a
+# decoded query can come back longer, and then the reference itself fails; the test then expects the same failure).
 @given(st.lists(st.tuples(_texts(3), _texts(40)), min_size=1, max_size=6), st.sampled_from([32, 48, 512]))
 def test_skipping_the_second_tokenisation_changes_nothing(tokenizer_for_tests, pairs, max_length):
     """The round-trip shortcut of _join_by_text_core gives exactly what tokenising the decoded pair again gives,
@@ -126,7 +126,13 @@ def test_skipping_the_second_tokenisation_changes_nothing(tokenizer_for_tests, p
     slow = PairEncoder(tokenizer_for_tests, max_length=max_length)
     slow.fast_join = False
     assert fast.join_by_text and fast.core is not None
-    assert fast.encode(pairs) == slow.encode(pairs)
+    try:
+        expected = slow.encode(pairs)
+    except Exception as exc:  # a query that comes back longer than the room left for it fails in the reference too
+        with pytest.raises(type(exc)):
+            fast.encode(pairs)
+        return
+    assert fast.encode(pairs) == expected
 
 
 def test_clean_text_skips_the_second_tokenisation(tokenizer_for_tests, monkeypatch):

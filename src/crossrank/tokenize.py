@@ -237,7 +237,10 @@ class PairEncoder:
         normaliser changes, an empty passage) is tokenised again as the reference does.
         """
         core = self.core
-        q_text = core.decode_batch([it[0] for it in items], skip_special_tokens=False)
+        # Pairs of one query share its id list (encode_queries hands out one list per distinct query): decode it once.
+        distinct = {id(it[0]): it[0] for it in items}
+        decoded = dict(zip(distinct, core.decode_batch(list(distinct.values()), skip_special_tokens=False)))
+        q_text = [decoded[id(it[0])] for it in items]
         p_text = core.decode_batch([it[1] for it in items], skip_special_tokens=False)
         out: list[EncodedPair | None] = [None] * len(items)
         if sources is not None:
