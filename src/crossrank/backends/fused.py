@@ -51,24 +51,6 @@ if triton is not None:
         b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(y_ptr + row * N + cols, (d * rstd * w + b).to(y_ptr.dtype.element_ty), mask=mask)
 
-
-def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                   eps: float) -> torch.Tensor:
-    """``layer_norm(x + residual)`` over the last dimension in one pass; ``x`` and ``residual`` contiguous 2-D."""
-    rows, n = x.shape
-    if not (x.is_contiguous() and residual.is_contiguous()):
-        raise ValueError("add_layer_norm needs contiguous inputs")
-    y = torch.empty_like(x)
-    if rows == 0:
-        return y
-    block = triton.next_power_of_2(n)
-    _add_layer_norm_kernel[(rows,)](x, residual, weight, bias, y, n, eps, BLOCK_N=block,
-                                    num_warps=4 if block <= 1024 else 8)
-    return y
-
-
-if triton is not None:
-
     @triton.jit
     def _varlen_attention_kernel(  # type: ignore[no-untyped-def]
         q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -108,6 +90,21 @@ if triton is not None:
             out = acc / l_i[:, None]
             tl.store(o_ptr + (start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
                      out.to(o_ptr.dtype.element_ty), mask=rows[:, None])
+
+
+def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float) -> torch.Tensor:
+    """``layer_norm(x + residual)`` over the last dimension in one pass; ``x`` and ``residual`` contiguous 2-D."""
+    rows, n = x.shape
+    if not (x.is_contiguous() and residual.is_contiguous()):
+        raise ValueError("add_layer_norm needs contiguous inputs")
+    y = torch.empty_like(x)
+    if rows == 0:
+        return y
+    block = triton.next_power_of_2(n)
+    _add_layer_norm_kernel[(rows,)](x, residual, weight, bias, y, n, eps, BLOCK_N=block,
+                                    num_warps=4 if block <= 1024 else 8)
+    return y
 
 
 ATTENTION_CONFIG: dict[str, int] = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
