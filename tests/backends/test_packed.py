@@ -184,3 +184,52 @@ def test_cpu_linear_falls_back_when_the_private_op_breaks(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(packed_module, "_onednn_linear", broken)
     assert cpu_linear(torch.device("cpu"), torch.float32) is F.linear
+
+
+def _bare_backend(device: str = "cuda", dtype: torch.dtype = torch.float16) -> PackedBackend:
+    """A backend without a model, enough for its attention choice (no GPU needed: the GPU queries are patched)."""
+    backend = PackedBackend.__new__(PackedBackend)
+    backend.device, backend.dtype, backend.head_dim, backend.scale = torch.device(device), dtype, 64, 0.125
+    return backend
+
+
+@pytest.mark.parametrize(("capability", "triton_ok", "expected"), [
+    ((7, 5), True, "sdpa"),      # T4: no FlashAttention-2 kernels, the exact per-sequence path
+    ((8, 0), True, "triton"),
+    ((9, 0), False, "varlen"),   # no Triton: PyTorch's varlen_attn
+])
+def test_attention_choice_follows_the_gpu(monkeypatch, capability, triton_ok, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(packed_module, "_varlen_attention", lambda: (lambda *a: None))
+    monkeypatch.setattr(packed_module.fused, "available", lambda device, dtype: triton_ok)
+    assert _bare_backend()._choose_attention("auto") == expected
+    assert _bare_backend(dtype=torch.float32)._choose_attention("auto") == "sdpa"
+
+
+def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch, caplog):
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append("triton")
+        raise RuntimeError("out of resources: shared memory")
+
+    def varlen(q, *args):
+        calls.append("varlen")
+        return q
+
+    monkeypatch.setattr(packed_module.fused, "varlen_attention", broken)
+    monkeypatch.setattr(packed_module, "_varlen_attention", lambda: varlen)
+    backend = _bare_backend()
+    backend.attention_kind = "triton"
+    q = torch.zeros(5, 2, 64)
+    cu = torch.tensor([0, 3, 5], dtype=torch.int32)
+    for _ in range(2):
+        assert backend._attend(q, q, q, cu, cu, 3, first_only=False) is q
+    assert calls == ["triton", "varlen", "varlen"] and backend.attention_kind == "varlen"
+    assert "Triton attention kernel failed" in caplog.text
+
+    backend.attention_kind = "triton"
+    monkeypatch.setattr(packed_module.fused, "varlen_attention",
+                        lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(torch.OutOfMemoryError):
+        backend._attend(q, q, q, cu, cu, 3, first_only=False)

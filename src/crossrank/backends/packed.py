@@ -5,14 +5,15 @@ attention is variable-length, so no work is spent on padding and attention costs
 The Hugging Face module's own weights are used in place (no conversion step, no copy: the Q/K/V projections are
 re-pointed at one fused ``[3*hidden, hidden]`` tensor so that the three projections are one GEMM).
 
-Attention, in order of preference:
-- on CUDA in fp16/bf16, crossrank's Triton kernel (:func:`crossrank.backends.fused.varlen_attention`) for batches
+Attention, in order of preference (the first three on Ampere or newer GPUs in fp16/bf16):
+- crossrank's Triton kernel (:func:`crossrank.backends.fused.varlen_attention`) for batches
   whose longest sequence is at most ``fused.ATTENTION_MAX_LEN`` tokens (measured 24% faster than FlashAttention-2 on
-  the benchmark's ~200-token pairs on an H100), and ``varlen_attn`` for the rest and for the last layer;
-- ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen op) on CUDA in fp16/bf16;
-- ``flash_attn.flash_attn_varlen_func`` on CUDA in fp16/bf16 where flash-attn is installed and varlen_attn is not;
-- everywhere else (CPU, fp32 on CUDA, MPS): ``scaled_dot_product_attention`` per sequence. Measured on the 2-core CPU
-  with a MiniLM-sized model this beats padding the batch (see benchmarks/RESULTS-throughput.md), and it is exact.
+  the benchmark's ~200-token pairs on an H100), and ``varlen_attn`` for the rest and for the last layer (and for
+  everything, should the kernel fail to compile on some GPU);
+- ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen op) where Triton is missing;
+- ``flash_attn.flash_attn_varlen_func`` where flash-attn is installed and varlen_attn is not;
+- everywhere else (CPU, fp32, older GPUs, MPS): ``scaled_dot_product_attention`` per sequence. Measured on the 2-core
+  CPU with a MiniLM-sized model this beats padding the batch (see benchmarks/RESULTS.md), and it is exact.
 
 On CUDA in fp16/bf16 each residual add + LayerNorm is one Triton kernel (:mod:`crossrank.backends.fused`) instead of
 two passes; ``fuse=False`` keeps PyTorch's ops.
@@ -24,6 +25,7 @@ attention is computed for those queries only and its output projection and feed-
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from crossrank.backends import fused
+from crossrank.devices import is_out_of_memory
 from crossrank.tokenize import EncodedPair
+
+log = logging.getLogger(__name__)
 
 _ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
 _BERT_TYPES = ("bert",)
@@ -156,6 +161,12 @@ def _varlen_attention() -> Callable[..., Any] | None:
     return varlen_attn
 
 
+def _flash_attention_capable(device: torch.device) -> bool:
+    """FlashAttention-2 kernels (``varlen_attn``, flash-attn) need an Ampere or newer GPU; older ones (T4, V100) get the
+    exact per-sequence SDPA path instead of an error at the first batch."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def _flash_attention() -> Callable[..., Any] | None:
     try:
         from flash_attn import flash_attn_varlen_func
@@ -227,10 +238,12 @@ class PackedBackend:
     def _choose_attention(self, attention: str) -> str:
         half = self.dtype in (torch.float16, torch.bfloat16)
         if attention == "auto":
-            if self.device.type == "cuda" and half and _varlen_attention() is not None:
+            if not (half and _flash_attention_capable(self.device)):
+                return "sdpa"
+            if _varlen_attention() is not None:
                 usable = fused.available(self.device, self.dtype) and self.head_dim in fused.ATTENTION_HEAD_DIMS
                 return "triton" if usable else "varlen"
-            if self.device.type == "cuda" and half and _flash_attention() is not None:
+            if _flash_attention() is not None:
                 return "flash_attn"
             return "sdpa"
         if attention not in ("varlen", "flash_attn", "triton", "sdpa"):
@@ -255,7 +268,14 @@ class PackedBackend:
         else:
             cu_q, max_q = cu, max_len
         if self.attention_kind == "triton" and not first_only and max_len <= fused.ATTENTION_MAX_LEN:
-            return fused.varlen_attention(q, k, v, cu, max_len, self.scale)
+            try:
+                return fused.varlen_attention(q, k, v, cu, max_len, self.scale)
+            except Exception as exc:  # a GPU or Triton version the kernel does not compile for: FA2 from now on
+                if is_out_of_memory(exc):
+                    raise
+                log.warning("the Triton attention kernel failed on %s (%s); using varlen_attn from now on",
+                            self.device, exc)
+                self.attention_kind = "varlen"
         if self.attention_kind in ("varlen", "triton"):  # with "triton": the last layer, and long sequences
             fn = _varlen_attention()
             assert fn is not None
