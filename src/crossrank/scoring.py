@@ -27,7 +27,7 @@ def _free_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: Sequence[EncodedPair],
+def _split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: Sequence[EncodedPair],
                   device: torch.device) -> list[torch.Tensor]:
     """``run(batch)``; on accelerator out-of-memory (and only that) split the batch in halves and retry, down to one
     pair. Returns the logit tensors of the parts, in batch order."""
@@ -44,13 +44,20 @@ def split_on_oom(run: Callable[[Sequence[EncodedPair]], torch.Tensor], batch: Se
             ) from exc
         mid = len(batch) // 2
         log.warning("out of memory on a batch of %d sequences; splitting it and retrying", len(batch))
-        return split_on_oom(run, batch[:mid], device) + split_on_oom(run, batch[mid:], device)
+        return _split_on_oom(run, batch[:mid], device) + _split_on_oom(run, batch[mid:], device)
 
 
 def forward_with_backoff(backend: Backend, batch: Sequence[EncodedPair]) -> list[float]:
     """Run one batch; on accelerator out-of-memory (and only that) split it in halves and retry, down to one pair."""
-    parts = split_on_oom(backend.forward, batch, backend.device)
+    parts = _split_on_oom(backend.forward, batch, backend.device)
     return [float(v) for part in parts for v in part.tolist()]
+
+
+def launch_batch(backend: Backend, batch: Sequence[EncodedPair]) -> list[torch.Tensor]:
+    """Queue one batch and return its logit tensors without waiting for them (``forward_device`` where the backend has
+    it, else ``forward``), split in halves on accelerator out-of-memory."""
+    run: Callable[[Sequence[EncodedPair]], torch.Tensor] = getattr(backend, "forward_device", backend.forward)
+    return _split_on_oom(run, batch, backend.device)
 
 
 def start_batches(
@@ -68,12 +75,11 @@ def start_batches(
     Progress then counts batches queued, not finished.
     """
     batches = pack_batches([len(e) for e in encoded], max_batch_tokens, padded=backend.padded)
-    run: Callable[[Sequence[EncodedPair]], torch.Tensor] = getattr(backend, "forward_device", backend.forward)
     parts: list[torch.Tensor] = []
     sizes: list[int] = []
     done = 0
     for batch in batches:
-        parts += split_on_oom(run, [encoded[i] for i in batch], backend.device)
+        parts += launch_batch(backend, [encoded[i] for i in batch])
         sizes.append(len(batch))
         done += len(batch)
         if progress is not None:

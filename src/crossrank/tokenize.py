@@ -199,8 +199,6 @@ class PairEncoder:
 
     def _join_by_text(self, items: Sequence[tuple[list[int], list[int], int, int]]) -> list[EncodedPair]:
         """FlagReranker's transformers-5 path: decode both id lists, tokenise the pair text again (batched here)."""
-        if self.core is not None:
-            return self._join_by_text_core(items)
         tok = self.tokenizer
         decode: dict[str, Any] = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
         q_text = tok.batch_decode([it[0] for it in items], **decode)
@@ -274,15 +272,14 @@ class PairEncoder:
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
         """One sequence per pair, the passage truncated to fit (FlagReranker's behaviour)."""
-        q_ids = self.encode_queries([q for q, _ in pairs])
-        p_ids = self._ids([p for _, p in pairs], self.max_length)
+        # Cut here rather than in _ids (where cutting again changes nothing), so that the round-trip check of
+        # _join_by_text_core compares with the texts exactly as they were tokenised.
+        queries = self._cut([q for q, _ in pairs], self.query_max_length)
+        passages = self._cut([p for _, p in pairs], self.max_length)
+        q_ids = self.encode_queries(queries)
+        p_ids = self._ids(passages, self.max_length)
         items = [(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))]
-        if not self.fast_join:
-            return self._join(items)
-        # The texts exactly as they were tokenised (cut as _ids cuts them), for the round-trip check.
-        sources = zip(self._cut([q for q, _ in pairs], self.query_max_length),
-                      self._cut([p for _, p in pairs], self.max_length))
-        return self._join(items, list(sources))
+        return self._join(items, list(zip(queries, passages)) if self.fast_join else None)
 
     def encode_chunked(
         self, pairs: Sequence[tuple[str, str]], overlap: int, max_chunks: int | None = None

@@ -23,7 +23,7 @@ import torch
 
 from crossrank.backends.base import Backend
 from crossrank.batching import pack_batches, restore_order
-from crossrank.scoring import ProgressCallback, split_on_oom
+from crossrank.scoring import ProgressCallback, launch_batch
 from crossrank.tokenize import EncodedPair
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def submit_batches(
     def counted(batch: list[int]) -> Callable[[Backend], list[torch.Tensor]]:
         def work(backend: Backend) -> list[torch.Tensor]:
             nonlocal done
-            run = getattr(backend, "forward_device", backend.forward)
-            parts = split_on_oom(run, [encoded[i] for i in batch], backend.device)
+            parts = launch_batch(backend, [encoded[i] for i in batch])
             if backend.device.type == "cuda":
                 queued = torch.cuda.Event()
                 queued.record()

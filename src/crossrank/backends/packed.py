@@ -102,16 +102,23 @@ def _sdpa_per_sequence(
     return torch.cat(outs)
 
 
+def _add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float) -> torch.Tensor:
+    """``layer_norm(x + residual)`` with PyTorch's ops (two passes); :func:`crossrank.backends.fused.add_layer_norm`
+    is the one-pass kernel for CUDA."""
+    return F.layer_norm(x + residual, (x.shape[-1],), weight, bias, eps)
+
+
 def _post_attention(
     ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
     ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
     ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
-    linear: Callable[..., torch.Tensor] = F.linear,
+    linear: Callable[..., torch.Tensor] = F.linear, add_norm: Callable[..., torch.Tensor] = _add_layer_norm,
 ) -> torch.Tensor:
     """Output projection, residual + LayerNorm, feed-forward, residual + LayerNorm (post-LN, as BERT and XLM-R).
     Under ``torch.compile`` the residual adds, LayerNorms and bias + GELU become fused Triton kernels."""
-    h = F.layer_norm(linear(ctx, o_w, o_b) + x, (x.shape[-1],), ln1_w, ln1_b, ln1_eps)
-    return F.layer_norm(linear(act(linear(h, i_w, i_b)), f_w, f_b) + h, (h.shape[-1],), ln2_w, ln2_b, ln2_eps)
+    h = add_norm(linear(ctx, o_w, o_b), x, ln1_w, ln1_b, ln1_eps)
+    return add_norm(linear(act(linear(h, i_w, i_b)), f_w, f_b), h, ln2_w, ln2_b, ln2_eps)
 
 
 _T = torch.Tensor
@@ -141,16 +148,6 @@ def cpu_linear(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.
     except (RuntimeError, AttributeError, TypeError):
         pass
     return F.linear
-
-
-def _post_attention_fused(
-    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
-    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
-    ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """:func:`_post_attention` with each residual add + LayerNorm as one Triton kernel (one pass instead of two)."""
-    h = fused.add_layer_norm(F.linear(ctx, o_w, o_b), x, ln1_w, ln1_b, ln1_eps)
-    return fused.add_layer_norm(F.linear(act(F.linear(h, i_w, i_b)), f_w, f_b), h, ln2_w, ln2_b, ln2_eps)
 
 
 def _varlen_attention() -> Callable[..., Any] | None:
@@ -319,11 +316,10 @@ class PackedBackend:
             # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
             x = x[cu[:-1].long()] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
         ctx = ctx.reshape(ctx.shape[0], -1)
-        if self.fuse:
-            return _post_attention_fused(ctx, x, *self.post_weights[i], self.act)
         if self._post_compiled is not None and not last:
             return self._post_compiled(ctx, x, *self.post_weights[i], self.act)
-        return _post_attention(ctx, x, *self.post_weights[i], self.act, linear=self.linear)
+        add_norm = fused.add_layer_norm if self.fuse else _add_layer_norm
+        return _post_attention(ctx, x, *self.post_weights[i], self.act, linear=self.linear, add_norm=add_norm)
 
     def _collect_post_weights(self) -> None:
         """Everything after attention, as plain tensors, so one function (compiled or not) serves all layers."""
