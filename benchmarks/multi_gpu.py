@@ -77,14 +77,25 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--max-batch-tokens", type=int, default=0, help="0: the library's default for the device")
     parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
+    parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
+                        help="this script's texts (default), or throughput.py's texts and tokenizer")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
-    pairs = make_pairs(args.pairs)
+    tokenizer = None
+    if args.mix == "throughput":  # exactly throughput.py's pairs and its 32k-piece tokenizer
+        import throughput
+
+        rng = random.Random(0)
+        words = throughput._words(rng)
+        tokenizer = throughput.build_tokenizer(words)
+        pairs = throughput.make_pairs(rng, words, max(1, args.pairs // 100), 100, 75, 0.6, 400)
+    else:
+        pairs = make_pairs(args.pairs)
     shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
         dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_random_reranker(Path(tmp) / "v2m3-shaped", **shape)  # type: ignore[arg-type]
+        model_dir = build_random_reranker(Path(tmp) / "v2m3-shaped", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
         common = dict(dtype=args.dtype, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens)
         one = Reranker(str(model_dir), device=args.single, **common)  # type: ignore[arg-type]
         budget = one.settings.max_batch_tokens
@@ -101,7 +112,7 @@ def main() -> int:
     many_rate = len(pairs) / statistics.median(many_seconds)
     max_diff = max(abs(a - b) for a, b in zip(one_scores, many_scores, strict=True))
     result = {
-        "pairs": len(pairs), "model_shape": shape, "dtype": args.dtype, "max_length": args.max_length,
+        "pairs": len(pairs), "mix": args.mix, "model_shape": shape, "dtype": args.dtype, "max_length": args.max_length,
         "max_batch_tokens": budget,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},

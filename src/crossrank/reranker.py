@@ -24,8 +24,11 @@ from crossrank.workers import WorkerPool, submit_batches
 log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
-ENCODE_SLICE = 1024
-"""Most pairs tokenised at a time; the next slice is tokenised while the model scores this one."""
+ENCODE_SLICE = 512
+"""Most pairs tokenised at a time; the next slice is tokenised while the model scores this one. Tokenising a slice
+must take no longer than the GPUs take to score the one before it, or they idle: two H200s score 512 pairs faster than
+the host tokenises 1,024, and with 1,024 they idled ~40 ms at the step from 512 to 1,024 (2 GPUs over 1: 1.73-1.75x
+with 1,024 against 1.85-1.90x with 512, one GPU unchanged; benchmarks/multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices double up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of 1,024 (one query with 100 passages: 45 ms

@@ -1,0 +1,157 @@
+"""Where the time of one end-to-end call on several GPUs goes: tokenisation slices, kernel launches, GPU busy and idle.
+
+    PYTHONPATH=src python benchmarks/multi_gpu_timeline.py --pairs 4000 --out timeline.json
+
+Scores multi_gpu.py's pairs with ``Reranker(devices=...)`` after a warm-up, recording wall-clock spans of each
+tokenisation slice and of each batch's launch (per worker thread), and CUDA events around each batch on its GPU. GPU
+times are placed on the wall clock through one event recorded on each device at the start of the call. Prints the
+totals: how long each GPU was busy, idle before its first batch, idle between batches and idle at the end, and how
+long tokenisation took. Needs CUDA (``--devices cpu,cpu --small`` runs the bookkeeping without GPU events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import multi_gpu as mg
+from crossrank import Reranker, workers
+from crossrank.backends.base import Backend
+from crossrank.testing import build_random_reranker
+from crossrank.tokenize import EncodedPair
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.t0 = 0.0
+        self.refs: dict[str, torch.cuda.Event] = {}
+        self.slices: list[tuple[float, float, int]] = []
+        self.batches: list[dict[str, Any]] = []
+
+    def start(self, devices: Sequence[torch.device]) -> None:
+        for d in devices:
+            if d.type == "cuda":
+                torch.cuda.synchronize(d)
+        self.t0 = time.perf_counter()
+        self.refs = {}
+        for d in devices:
+            if d.type == "cuda":
+                with torch.cuda.device(d):
+                    ev = torch.cuda.Event(enable_timing=True)
+                    ev.record()
+                    self.refs[str(d)] = ev
+        self.slices.clear()
+        self.batches.clear()
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=4000)
+    parser.add_argument("--devices", default="0,1")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    rec = Recorder()
+    original_launch = workers.launch_batch
+
+    def launch(backend: Backend, batch: Sequence[EncodedPair]) -> list[torch.Tensor]:
+        cuda = backend.device.type == "cuda"
+        begin_wall = rec.now()
+        if cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+        parts = original_launch(backend, batch)
+        if cuda:
+            end.record()
+        row: dict[str, Any] = {"device": str(backend.device), "pairs": len(batch), "tokens": sum(len(e) for e in batch),
+                               "launch": (begin_wall, rec.now())}
+        if cuda:
+            row["events"] = (begin, end)
+        with rec.lock:
+            rec.batches.append(row)
+        return parts
+
+    workers.launch_batch = launch  # type: ignore[assignment]
+
+    pairs = mg.make_pairs(args.pairs)
+    shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
+        dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_random_reranker(Path(tmp) / "m", **shape)  # type: ignore[arg-type]
+        reranker = Reranker(str(model_dir), devices=args.devices)
+        original_encode = reranker.encode
+
+        def encode(chunk: Sequence[tuple[str, str]], mode: str | None = None) -> list[EncodedPair]:
+            begin = rec.now()
+            out = original_encode(chunk, mode)
+            rec.slices.append((begin, rec.now(), len(chunk)))
+            return out
+
+        reranker.encode = encode  # type: ignore[method-assign]
+        devices = [b.device for b in reranker.pool.backends] if reranker.pool else [reranker.device]
+        reranker.score(pairs[:256])
+        for _ in range(args.repeats):
+            rec.start(devices)
+            reranker.score(pairs, normalize=False)
+            wall = rec.now()
+            for d in devices:
+                if d.type == "cuda":
+                    torch.cuda.synchronize(d)
+            runs.append(summarise(rec, devices, wall, len(pairs)))
+        reranker.close()
+    result = {"pairs": len(pairs), "devices": args.devices, "cpus": os.cpu_count(), "runs": runs}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def summarise(rec: Recorder, devices: Sequence[torch.device], wall: float, n: int) -> dict[str, Any]:
+    tok = sum(e - b for b, e, _ in rec.slices)
+    out: dict[str, Any] = {
+        "wall_s": round(wall, 4), "pairs_per_s": round(n / wall, 1),
+        "tokenise_busy_s": round(tok, 4), "slices": len(rec.slices),
+        "first_slice_done_s": round(rec.slices[0][1], 4) if rec.slices else None,
+        "last_slice_done_s": round(rec.slices[-1][1], 4) if rec.slices else None,
+        "per_device": {},
+    }
+    for d in devices:
+        rows = [r for r in rec.batches if r["device"] == str(d)]
+        launch = sum(r["launch"][1] - r["launch"][0] for r in rows)
+        entry: dict[str, Any] = {"batches": len(rows), "pairs": sum(r["pairs"] for r in rows),
+                                 "tokens": sum(r["tokens"] for r in rows), "launch_host_s": round(launch, 4)}
+        ref = rec.refs.get(str(d))
+        if ref is not None and rows:
+            spans = sorted((ref.elapsed_time(r["events"][0]) / 1e3, ref.elapsed_time(r["events"][1]) / 1e3)
+                           for r in rows)
+            busy = sum(e - b for b, e in spans)
+            gaps = [spans[k + 1][0] - spans[k][1] for k in range(len(spans) - 1)]
+            entry.update(busy_s=round(busy, 4), first_start_s=round(spans[0][0], 4), last_end_s=round(spans[-1][1], 4),
+                         idle_between_s=round(sum(g for g in gaps if g > 0), 4),
+                         idle_after_s=round(wall - spans[-1][1], 4),
+                         largest_gaps_ms=sorted((round(g * 1e3, 2) for g in gaps), reverse=True)[:5])
+        out["per_device"][str(d)] = entry
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
