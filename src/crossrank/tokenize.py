@@ -156,7 +156,10 @@ class PairEncoder:
                                        direction=getattr(self.tokenizer, "truncation_side", "right"))
             core.no_padding()
             core.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
-            return list(core.encode_batch(inputs, add_special_tokens=add_special_tokens))
+            # Same ids and type ids; `encode_batch_fast` (tokenizers >= 0.21) skips the character offsets nobody here
+            # reads: 0.11 against 0.14 s for 4,000 passages on 16 cores, 0.70 against 1.14 s on one.
+            encode = getattr(core, "encode_batch_fast", core.encode_batch)
+            return list(encode(inputs, add_special_tokens=add_special_tokens))
 
     @staticmethod
     def _cut(texts: Sequence[str], max_length: int | None) -> list[str]:
