@@ -36,6 +36,7 @@ from crossrank.tokenize import EncodedPair
 
 if TYPE_CHECKING:
     from crossrank.reranker import Reranker
+    from crossrank.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +361,9 @@ class Engine:
         if pool is None:
             self._run_batch(items, self.reranker.backend)
         else:
-            pool.submit(lambda backend: self._run_batch(items, backend))
+            pool.submit(lambda backend: self._run_batch(items, backend, pool))
 
-    def _run_batch(self, items: list[_Item], backend: Backend) -> None:
+    def _run_batch(self, items: list[_Item], backend: Backend, pool: WorkerPool | None = None) -> None:
         requests = list(dict.fromkeys(it.request for it in items))
         started = time.perf_counter()
         with self._deliver_lock:
@@ -370,7 +371,11 @@ class Engine:
                 if r.first_batch_at is None:
                     r.first_batch_at = started
         try:
-            logits = forward_with_backoff(backend, [it.sequence for it in items])
+            if pool is None:
+                logits = forward_with_backoff(backend, [it.sequence for it in items])
+            else:  # launched in turn with the other workers, then waited for without holding anyone up
+                parts = pool.launch(backend, [it.sequence for it in items])
+                logits = [float(v) for part in parts for v in part.tolist()]
         except Exception as exc:  # one bad batch fails only the requests it holds
             log.exception("a batch of %d sequences failed", len(items))
             with self._deliver_lock:
