@@ -62,39 +62,6 @@ def test_pool_keeps_order_loses_nothing_and_uses_every_worker() -> None:
     assert seen == sorted(seen) and seen[-1] == len(encoded)
 
 
-class LaunchingBackend(RecordingBackend):
-    """Queues its work without waiting (``forward_device``); records how many workers were launching at once."""
-
-    def __init__(self, counter: dict[str, int], lock: threading.Lock) -> None:
-        super().__init__(delay=0.003)
-        self.counter, self.lock = counter, lock
-
-    def forward_device(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
-        with self.lock:
-            self.counter["now"] += 1
-            self.counter["most"] = max(self.counter["most"], self.counter["now"])
-        try:
-            return self.forward(batch)
-        finally:
-            with self.lock:
-                self.counter["now"] -= 1
-
-
-@pytest.mark.parametrize("serial", [True, False])
-def test_workers_take_turns_to_launch(monkeypatch: pytest.MonkeyPatch, serial: bool) -> None:
-    monkeypatch.setattr(WorkerPool, "SERIAL_LAUNCHES", serial)
-    counter, lock = {"now": 0, "most": 0}, threading.Lock()
-    backends = [LaunchingBackend(counter, lock), LaunchingBackend(counter, lock)]
-    pool = WorkerPool(backends)
-    try:
-        encoded = _encoded(200)
-        assert run_batches_on_pool(pool, encoded, max_batch_tokens=64) == [float(sum(e.input_ids)) for e in encoded]
-    finally:
-        pool.close()
-    assert all(b.batches > 0 for b in backends)
-    assert counter["most"] == (1 if serial else 2), "serial: one launch at a time; else both workers at once"
-
-
 def test_pool_failure_reaches_the_caller_and_the_pool_keeps_working() -> None:
     pool = WorkerPool([RecordingBackend(0.0), RecordingBackend(0.0)])
     try:

@@ -36,7 +36,6 @@ from crossrank.tokenize import EncodedPair
 
 if TYPE_CHECKING:
     from crossrank.reranker import Reranker
-    from crossrank.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -361,9 +360,9 @@ class Engine:
         if pool is None:
             self._run_batch(items, self.reranker.backend)
         else:
-            pool.submit(lambda backend: self._run_batch(items, backend, pool))
+            pool.submit(lambda backend: self._run_batch(items, backend))
 
-    def _run_batch(self, items: list[_Item], backend: Backend, pool: WorkerPool | None = None) -> None:
+    def _run_batch(self, items: list[_Item], backend: Backend) -> None:
         requests = list(dict.fromkeys(it.request for it in items))
         started = time.perf_counter()
         with self._deliver_lock:
@@ -371,11 +370,7 @@ class Engine:
                 if r.first_batch_at is None:
                     r.first_batch_at = started
         try:
-            if pool is None:
-                logits = forward_with_backoff(backend, [it.sequence for it in items])
-            else:  # launched in turn with the other workers, then waited for without holding anyone up
-                parts = pool.launch(backend, [it.sequence for it in items])
-                logits = [float(v) for part in parts for v in part.tolist()]
+            logits = forward_with_backoff(backend, [it.sequence for it in items])
         except Exception as exc:  # one bad batch fails only the requests it holds
             log.exception("a batch of %d sequences failed", len(items))
             with self._deliver_lock:

@@ -12,7 +12,6 @@ each packed batch to the pool). Scores are identical to one device: the same bat
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -41,19 +40,10 @@ class WorkerPool:
     >>> pool.close()                                                      # doctest: +SKIP
     """
 
-    SERIAL_LAUNCHES = True
-    """Workers take turns to launch a batch's kernels. Launching holds Python's interpreter lock: one batch of
-    bge-reranker-v2-m3's shape took 7 ms of host time with one worker launching and 22-26 ms each with two launching at
-    once (2 x H200, benchmarks/RESULTS.md). Each GPU runs the batch queued before meanwhile, so waiting a turn costs
-    it nothing. Read when a pool is made (False: launch concurrently, for comparison)."""
-
     def __init__(self, backends: Sequence[Backend]) -> None:
         if not backends:
             raise ValueError("a worker pool needs at least one backend")
         self.backends = list(backends)
-        self._launch_lock: contextlib.AbstractContextManager[object] = (
-            threading.Lock() if self.SERIAL_LAUNCHES else contextlib.nullcontext()
-        )
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         # One permit per idle worker: submit() waits for a permit so work never piles up inside the pool.
         self._idle = threading.Semaphore(len(self.backends))
@@ -81,14 +71,6 @@ class WorkerPool:
         future: Future[T] = Future()
         self._tasks.put((work, future))  # type: ignore[arg-type]
         return future
-
-    def launch(self, backend: Backend, batch: Sequence[EncodedPair]) -> list[torch.Tensor]:
-        """:func:`crossrank.scoring.launch_batch` on ``backend``, one worker at a time (:attr:`SERIAL_LAUNCHES`) where
-        the backend queues its work without waiting for it; a backend that waits for its GPU is not held back."""
-        if not hasattr(backend, "forward_device"):
-            return launch_batch(backend, batch)
-        with self._launch_lock:
-            return launch_batch(backend, batch)
 
     def _work(self, backend: Backend) -> None:
         if backend.device.type == "cuda":
@@ -140,7 +122,7 @@ def submit_batches(
     def counted(batch: list[int]) -> Callable[[Backend], list[torch.Tensor]]:
         def work(backend: Backend) -> list[torch.Tensor]:
             nonlocal done
-            parts = pool.launch(backend, [encoded[i] for i in batch])
+            parts = launch_batch(backend, [encoded[i] for i in batch])
             if backend.device.type == "cuda":
                 queued = torch.cuda.Event()
                 queued.record()
