@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +34,19 @@ def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     queries = [rng.choice(sentences) for _ in range(max(1, n // 100))]
     return [(queries[i % len(queries)], " ".join(rng.choice(sentences) for _ in range(rng.randint(3, 30))))
             for i in range(n)]
+
+
+def pairs_and_tokenizer(mix: str, n: int) -> tuple[list[tuple[str, str]], Any]:
+    """``mix="multi"``: :func:`make_pairs` and the test tokenizer (None: build_random_reranker trains it);
+    ``"throughput"``: exactly throughput.py's pairs and its 32k-piece tokenizer."""
+    if mix == "multi":
+        return make_pairs(n), None
+    import throughput
+
+    rng = random.Random(0)
+    words = throughput._words(rng)
+    tokenizer = throughput.build_tokenizer(words)
+    return throughput.make_pairs(rng, words, max(1, n // 100), 100, 75, 0.6, 400), tokenizer
 
 
 def timed(reranker: Reranker, pairs: list[tuple[str, str]], repeats: int) -> tuple[list[float], list[float]]:
@@ -82,16 +96,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
-    tokenizer = None
-    if args.mix == "throughput":  # exactly throughput.py's pairs and its 32k-piece tokenizer
-        import throughput
-
-        rng = random.Random(0)
-        words = throughput._words(rng)
-        tokenizer = throughput.build_tokenizer(words)
-        pairs = throughput.make_pairs(rng, words, max(1, args.pairs // 100), 100, 75, 0.6, 400)
-    else:
-        pairs = make_pairs(args.pairs)
+    pairs, tokenizer = pairs_and_tokenizer(args.mix, args.pairs)
     shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
         dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
     with tempfile.TemporaryDirectory() as tmp:

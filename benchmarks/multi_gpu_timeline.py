@@ -65,6 +65,8 @@ def main() -> int:
     parser.add_argument("--devices", default="0,1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
+                        help="multi_gpu.py's texts (default) or throughput.py's texts and tokenizer")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -90,12 +92,12 @@ def main() -> int:
 
     workers.launch_batch = launch  # type: ignore[assignment]
 
-    pairs = mg.make_pairs(args.pairs)
+    pairs, tokenizer = mg.pairs_and_tokenizer(args.mix, args.pairs)
     shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
         dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_random_reranker(Path(tmp) / "m", **shape)  # type: ignore[arg-type]
+        model_dir = build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
         reranker = Reranker(str(model_dir), devices=args.devices)
         original_encode = reranker.encode
 
@@ -117,7 +119,7 @@ def main() -> int:
                     torch.cuda.synchronize(d)
             runs.append(summarise(rec, devices, wall, len(pairs)))
         reranker.close()
-    result = {"pairs": len(pairs), "devices": args.devices, "cpus": os.cpu_count(), "runs": runs}
+    result = {"pairs": len(pairs), "mix": args.mix, "devices": args.devices, "cpus": os.cpu_count(), "runs": runs}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
