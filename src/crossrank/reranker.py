@@ -31,8 +31,8 @@ the host tokenises 1,024, and with 1,024 they idled ~40 ms at the step from 512 
 with 1,024 against 1.85-1.90x with 512, one GPU unchanged; benchmarks/multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices double up
-to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of 1,024 (one query with 100 passages: 45 ms
-with 16 against 52 ms with 64 on an H100, benchmarks/fused_probe.py)."""
+to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
+passages: 45 ms with 16 against 52 ms with 64 on an H100, benchmarks/fused_probe.py)."""
 
 
 def encode_slices(n: int, first: int | None = None, most: int | None = None) -> list[tuple[int, int]]:
