@@ -124,3 +124,14 @@ def test_each_attention_kernel_matches(mid_model_dir: Path, reference: Reranker,
         bound = max(2e-2, 1.5 * _max_diff(padded.score(pairs, normalize=False), ref))
         worst = _max_diff(r.score(pairs, normalize=False), ref)
         assert worst < bound, (worst, bound)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_model_on_the_second_gpu_works_from_the_main_thread(mid_model_dir: Path) -> None:
+    # The main thread's current device stays cuda:0; the Triton kernels must still run on cuda:1.
+    first = Reranker(str(mid_model_dir), device="cuda:0", dtype="fp16")
+    second = Reranker(str(mid_model_dir), device="cuda:1", dtype="fp16")
+    assert torch.cuda.current_device() == 0 and getattr(second.backend, "fuse", None) is True
+    query, passages = _rerank_inputs(5)
+    pairs = [(query, p) for p in passages]
+    assert second.score(pairs, normalize=False) == first.score(pairs, normalize=False)

@@ -24,6 +24,7 @@ attention is computed for those queries only and its output projection and feed-
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -340,7 +341,16 @@ class PackedBackend:
     @torch.inference_mode()
     def forward_device(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
         """Like :meth:`forward`, but the float32 logits stay on the device and nothing waits for the GPU: the caller
-        queues several batches and copies all their logits back at once (one host sync instead of one per batch)."""
+        queues several batches and copies all their logits back at once (one host sync instead of one per batch).
+
+        On CUDA it runs with this backend's GPU as the current device, whatever the calling thread's is: Triton
+        launches its kernels on the current device, so a model on ``cuda:1`` called from a thread whose current device
+        is ``cuda:0`` (the main thread, by default) would otherwise fail ("Pointer argument cannot be accessed from
+        Triton"), as a probe with two GPUs showed."""
+        with torch.cuda.device(self.device) if self._cuda else contextlib.nullcontext():
+            return self._forward_device(batch)
+
+    def _forward_device(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
         host, cu_host, max_len = self._inputs(batch)
         total = (host.numel() - cu_host.numel()) // 3
         dev = host.to(self.device, non_blocking=self._cuda)
