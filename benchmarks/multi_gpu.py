@@ -36,6 +36,17 @@ def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
             for i in range(n)]
 
 
+SMALL_SHAPE: dict[str, int] = {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128}
+"""``--small``: a model that runs anywhere, for smoke tests of the scripts."""
+
+
+def model_shape(small: bool) -> dict[str, int]:
+    """bge-reranker-v2-m3's shape (throughput.py's ``v2m3``), or :data:`SMALL_SHAPE`."""
+    import throughput
+
+    return dict(SMALL_SHAPE if small else throughput.SIZES["v2m3"])
+
+
 def pairs_and_tokenizer(mix: str, n: int) -> tuple[list[tuple[str, str]], Any]:
     """``mix="multi"``: :func:`make_pairs` and the test tokenizer (None: build_random_reranker trains it);
     ``"throughput"``: exactly throughput.py's pairs and its 32k-piece tokenizer."""
@@ -97,8 +108,7 @@ def main() -> int:
     args = parser.parse_args()
 
     pairs, tokenizer = pairs_and_tokenizer(args.mix, args.pairs)
-    shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
-        dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
+    shape = model_shape(args.small)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_random_reranker(Path(tmp) / "v2m3-shaped", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
         common = dict(dtype=args.dtype, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens)

@@ -56,8 +56,7 @@ def main() -> int:
     args = parser.parse_args()
 
     pairs, tokenizer = mg.pairs_and_tokenizer(args.mix, args.pairs)
-    shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
-        dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
+    shape = mg.model_shape(args.small)
     devices = args.devices.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer, **shape))  # type: ignore[arg-type]

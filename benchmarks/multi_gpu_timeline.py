@@ -93,8 +93,7 @@ def main() -> int:
     workers.launch_batch = launch  # type: ignore[assignment]
 
     pairs, tokenizer = mg.pairs_and_tokenizer(args.mix, args.pairs)
-    shape = dict(layers=2, hidden=64, heads=2, intermediate=128) if args.small else \
-        dict(layers=24, hidden=1024, heads=16, intermediate=4096, max_positions=8194)
+    shape = mg.model_shape(args.small)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
