@@ -136,6 +136,16 @@ def profile(fn: Callable[[], Any]) -> dict[str, Any]:
             "top": [(k, round(v / 1000, 2)) for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:14]]}
 
 
+def v2m3_model_and_pairs(model_dir: str, n: int) -> tuple[Path, list[str], list[tuple[str, str]]]:
+    """throughput.py's random v2-m3 in ``model_dir`` (built if absent), its words, and ``n`` pairs of its mix."""
+    rng = random.Random(0)
+    words = tp._words(rng)
+    path = Path(model_dir)
+    if not (path / "config.json").exists():
+        build_random_reranker(path, tokenizer=tp.build_tokenizer(words), **tp.SIZES["v2m3"])
+    return path, words, tp.make_pairs(rng, words, n // 100, 100, 75, 0.6, 400)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True, help="where throughput.py's random v2-m3 is (built if absent)")
@@ -145,12 +155,7 @@ def main() -> None:
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     arch = tp.SIZES["v2m3"]
-    rng = random.Random(0)
-    words = tp._words(rng)
-    path = Path(args.model_dir)
-    if not (path / "config.json").exists():
-        build_random_reranker(path, tokenizer=tp.build_tokenizer(words), **arch)
-    pairs = tp.make_pairs(rng, words, args.pairs // 100, 100, 75, 0.6, 400)
+    path, words, pairs = v2m3_model_and_pairs(args.model_dir, args.pairs)
     lat_pairs = tp.make_pairs(random.Random(5), words, 1, 100, 100, 0.1, 400)
     query, passages = lat_pairs[0][0], [p for _, p in lat_pairs]
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

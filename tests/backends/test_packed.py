@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import crossrank.backends.packed as packed_module
 from crossrank import Reranker
-from crossrank.backends.packed import PackedBackend, cpu_linear, supports
+from crossrank.backends.packed import PackedBackend, cpu_linear, gemm_epilogue, supports
 from crossrank.testing import generated_sentences
 
 TOL = 1e-5
@@ -184,6 +184,38 @@ def test_cpu_linear_falls_back_when_the_private_op_breaks(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(packed_module, "_onednn_linear", broken)
     assert cpu_linear(torch.device("cpu"), torch.float32) is F.linear
+
+
+def test_gemm_epilogue_only_in_half_precision_on_cuda(tiny_reranker: Reranker) -> None:
+    """CPU and fp32 keep the model's own activation as a separate pass (the epilogue's GELU is the tanh form)."""
+    assert gemm_epilogue("gelu", torch.device("cpu"), torch.float32) is None
+    assert gemm_epilogue("gelu", torch.device("cpu"), torch.bfloat16) is None
+    assert gemm_epilogue("gelu", torch.device("cuda"), torch.float32) is None
+    assert gemm_epilogue("silu", torch.device("cuda"), torch.float16) is None
+    backend = PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32)
+    assert backend.up is None
+    with pytest.raises(ValueError, match="epilogue=True needs a CUDA device"):
+        PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, epilogue=True)
+
+
+def test_post_attention_uses_the_fused_up_projection_where_given() -> None:
+    gen = torch.Generator().manual_seed(3)
+    hidden, inner = 16, 64
+    ctx, x = torch.randn(5, hidden, generator=gen), torch.randn(5, hidden, generator=gen)
+    weights = [torch.randn(hidden, hidden, generator=gen), torch.randn(hidden, generator=gen), torch.ones(hidden),
+               torch.zeros(hidden), 1e-5, torch.randn(inner, hidden, generator=gen), torch.randn(inner, generator=gen),
+               torch.randn(hidden, inner, generator=gen), torch.randn(hidden, generator=gen), torch.ones(hidden),
+               torch.zeros(hidden), 1e-5]
+    calls = []
+
+    def up(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        calls.append(h.shape)
+        return F.gelu(F.linear(h, w, b))
+
+    want = packed_module._post_attention(ctx, x, *weights, F.gelu)  # type: ignore[arg-type]
+    got = packed_module._post_attention(ctx, x, *weights, F.relu, up=up)  # type: ignore[arg-type]
+    assert calls == [torch.Size([5, hidden])]
+    torch.testing.assert_close(got, want)
 
 
 def _bare_backend(device: str = "cuda", dtype: torch.dtype = torch.float16) -> PackedBackend:

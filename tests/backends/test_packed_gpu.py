@@ -69,6 +69,43 @@ def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, referenc
             assert got_order[:10] == order[:10]
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_gemm_epilogue_is_the_default_and_as_accurate_as_the_gelu_pass(mid_model_dir: Path, reference: Reranker,
+                                                                       dtype: str) -> None:
+    from crossrank.backends.packed import PackedBackend
+
+    fast = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
+    assert getattr(fast.backend, "up", None) is not None
+    exact = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
+    exact.backend = PackedBackend(exact.model, device=exact.device, dtype=exact.dtype, epilogue=False)
+    assert exact.backend.up is None
+    for seed in (8, 9):
+        query, passages = _rerank_inputs(seed)
+        pairs = [(query, p) for p in passages]
+        ref = reference.score(pairs, normalize=False)
+        exact_err = _max_diff(exact.score(pairs, normalize=False), ref)
+        fast_err = _max_diff(fast.score(pairs, normalize=False), ref)
+        assert fast_err < max(2e-2, 1.5 * exact_err), (fast_err, exact_err)
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+@pytest.mark.parametrize("rows", [1, 3, 2048])
+def test_gemm_epilogue_matches_the_activation(act: str, rows: int) -> None:
+    import torch.nn.functional as F
+
+    from crossrank.backends.packed import gemm_epilogue
+
+    up = gemm_epilogue(act, torch.device("cuda"), torch.float16)
+    assert up is not None
+    gen = torch.Generator(device="cuda").manual_seed(rows)
+    x = torch.randn(rows, 256, device="cuda", generator=gen)
+    w = torch.randn(1024, 256, device="cuda", generator=gen) / 16
+    b = torch.randn(1024, device="cuda", generator=gen)
+    want = F.relu(F.linear(x, w, b)) if act == "relu" else F.gelu(F.linear(x, w, b))  # fp32, erf GELU
+    got = up(x.half(), w.half(), b.half()).float()
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
+
+
 def test_fp32_packed_on_cuda_matches_padded(mid_model_dir: Path, reference: Reranker) -> None:
     """fp32 on CUDA takes the per-sequence SDPA path: within 1e-4 of the padded reference."""
     packed = Reranker(str(mid_model_dir), device="cuda", dtype="fp32", backend="packed")
