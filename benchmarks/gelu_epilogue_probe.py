@@ -17,7 +17,6 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
 from crossrank import Reranker
-from crossrank.backends import packed
 from crossrank.scoring import run_batches
 from fused_probe import gpu_ms, v2m3_model_and_pairs
 
@@ -61,17 +59,6 @@ def kernels(hidden: int, inter: int, dtype: torch.dtype) -> list[dict[str, Any]]
     return rows
 
 
-def post_attention_epilogue(
-    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
-    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
-    ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
-    linear: Callable[..., torch.Tensor] = F.linear, add_norm: Callable[..., torch.Tensor] = packed._add_layer_norm,
-) -> torch.Tensor:
-    h = add_norm(linear(ctx, o_w, o_b), x, ln1_w, ln1_b, ln1_eps)
-    up = epilogue(h, i_w, i_b) if h.shape[0] > 1 else act(linear(h, i_w, i_b))
-    return add_norm(linear(up, f_w, f_b), h, ln2_w, ln2_b, ln2_eps)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True)
@@ -89,14 +76,15 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     ref = Reranker(str(path), device="cuda", dtype="fp32", backend="padded").score(pairs[:1000], normalize=False)
-    original = packed._post_attention
     for dtype in ("fp16", "bf16"):
         r = Reranker(str(path), device="cuda", dtype=dtype, backend="packed")
         encoded = r.encoder.encode(pairs)
         flops = tp.model_flops([len(e) for e in encoded], arch["layers"], arch["hidden"])
         budget = 32768  # the GPU default
-        for variant, fn in (("exact", original), ("epilogue", post_attention_epilogue), ("exact_again", original)):
-            packed._post_attention = fn  # type: ignore[assignment]
+        backend: Any = r.backend
+        fused_up = backend.up  # the backend's default on CUDA in fp16/bf16
+        for variant, up in (("exact", None), ("epilogue", fused_up), ("exact_again", None)):
+            backend.up = up
             run = functools.partial(run_batches, r.backend, encoded, budget)
             run()
             secs = min(tp.timed("cuda", run)[1] for _ in range(5))
@@ -105,7 +93,6 @@ def main() -> None:
                    "vs_fp32_padded": tp.order_check(got, ref, 100)}
             out[f"model_{dtype}_{variant}"] = res
             print(dtype, variant, json.dumps(res), flush=True)
-        packed._post_attention = original
         del r
         torch.cuda.empty_cache()
     if args.json:
