@@ -138,12 +138,11 @@ def profile(fn: Callable[[], Any]) -> dict[str, Any]:
 
 def v2m3_model_and_pairs(model_dir: str, n: int) -> tuple[Path, list[str], list[tuple[str, str]]]:
     """throughput.py's random v2-m3 in ``model_dir`` (built if absent), its words, and ``n`` pairs of its mix."""
-    rng = random.Random(0)
-    words = tp._words(rng)
+    words, pairs = tp.benchmark_mix(n)
     path = Path(model_dir)
     if not (path / "config.json").exists():
         build_random_reranker(path, tokenizer=tp.build_tokenizer(words), **tp.SIZES["v2m3"])
-    return path, words, tp.make_pairs(rng, words, n // 100, 100, 75, 0.6, 400)
+    return path, words, pairs
 
 
 def main() -> None:

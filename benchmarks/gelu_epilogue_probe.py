@@ -5,7 +5,7 @@ cuBLASLt's GELU epilogue is the tanh approximation, not the models' erf GELU. In
 than the rounding of the result itself for most inputs, so what matters is measured here:
 - kernels: the up-projection + GELU at several token counts, time and error against an fp32 erf reference;
 - model only (utilisation) with each variant, throughput.py's model and mix;
-- the fp16 scores of each variant against the fp32 padded reference (max logit difference, order check).
+- the fp16 and bf16 scores of each variant against the fp32 padded reference (max logit difference, order check).
 
     PYTHONPATH=src python benchmarks/gelu_epilogue_probe.py --model-dir /tmp/bm/random-v2m3 --json gelu.json
 """

@@ -54,10 +54,8 @@ def pairs_and_tokenizer(mix: str, n: int) -> tuple[list[tuple[str, str]], Any]:
         return make_pairs(n), None
     import throughput
 
-    rng = random.Random(0)
-    words = throughput._words(rng)
-    tokenizer = throughput.build_tokenizer(words)
-    return throughput.make_pairs(rng, words, max(1, n // 100), 100, 75, 0.6, 400), tokenizer
+    words, pairs = throughput.benchmark_mix(n)
+    return pairs, throughput.build_tokenizer(words)
 
 
 def timed(reranker: Reranker, pairs: list[tuple[str, str]], repeats: int) -> tuple[list[float], list[float]]:

@@ -71,9 +71,7 @@ def main() -> None:
     dev = "cuda"
     path = Path(args.model_dir)
     arch = tp.SIZES["v2m3"]
-    rng = random.Random(0)
-    words = tp._words(rng)
-    pairs = tp.make_pairs(rng, words, args.pairs // 100, 100, 75, 0.6, 400)
+    words, pairs = tp.benchmark_mix(args.pairs)
     lat_pairs = tp.make_pairs(random.Random(5), words, 1, 100, 100, 0.1, 400)
     query, passages = lat_pairs[0][0], [p for _, p in lat_pairs]
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -72,6 +72,14 @@ def build_tokenizer(words: Sequence[str], vocab: int = 32000) -> Any:
     return XLMRobertaTokenizer(vocab=pieces, model_max_length=8192)
 
 
+def benchmark_mix(n: int, per_query: int = 100) -> tuple[list[str], list[tuple[str, str]]]:
+    """The benchmark's words and ``n`` pairs of its mix (``per_query`` passages a query, median 75 words, at most 400):
+    the same texts in every script that measures "the benchmark's mix"."""
+    rng = random.Random(0)
+    words = _words(rng)
+    return words, make_pairs(rng, words, max(1, n // per_query), per_query, 75, 0.6, 400)
+
+
 def make_pairs(rng: random.Random, words: Sequence[str], queries: int, per_query: int, median_words: float,
                sigma: float, max_words: int) -> list[tuple[str, str]]:
     """Passage word counts log-normal around ``median_words``; a query shared by ``per_query`` passages."""
@@ -182,8 +190,7 @@ def main() -> None:
 
     from crossrank.testing import build_random_reranker
 
-    rng = random.Random(0)
-    words = _words(rng)
+    words, pairs = benchmark_mix(n_pairs, args.per_query)
     if args.model_dir and (Path(args.model_dir) / "config.json").exists():
         path = Path(args.model_dir)
     else:
@@ -198,7 +205,6 @@ def main() -> None:
     result["vocab"] = len(tokenizer)
 
     per_query = args.per_query
-    pairs = make_pairs(rng, words, max(1, n_pairs // per_query), per_query, 75, 0.6, 400)
     lens = [len(x) for x in tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",
                                       max_length=512)["input_ids"]]
     result["mix"] = {"pairs": len(pairs), "median_tokens": statistics.median(lens),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import tempfile
 import threading
@@ -121,12 +120,10 @@ def main() -> None:
     for p in passages[:300]:
         core.encode(p, add_special_tokens=False)
     res["multi_gpu_mix_one_passage_ms"] = (time.perf_counter() - started) / 300 * 1000
-    rng = random.Random(0)
-    words = tp._words(rng)
-    texts = [p for _, p in tp.make_pairs(rng, words, 40, 100, 75, 0.6, 400)]
+    words, tp_pairs = tp.benchmark_mix(4000)
+    texts = [p for _, p in tp_pairs]
     tok2 = tp.build_tokenizer(words)
     enc2 = PairEncoder(tok2, max_length=512)
-    tp_pairs = tp.make_pairs(random.Random(0), words, 40, 100, 75, 0.6, 400)
     enc2.encode(tp_pairs[:50])
     res["throughput_mix_pair_encoder_gil"] = gil_held(lambda: enc2.encode(tp_pairs))
     res["throughput_mix_pair_encoder_profile"] = profile(lambda: enc2.encode(tp_pairs))
