@@ -117,6 +117,12 @@ def peak_gb(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else None
 
 
+def peak_reserved_gb(device: str) -> float | None:
+    """What the caching allocator held at most, CUDA graphs' memory pools included (the allocated peak does not
+    count the graphs' intermediate tensors, which live in their pool between replays)."""
+    return torch.cuda.max_memory_reserved() / 1e9 if device == "cuda" else None
+
+
 def model_flops(lengths: Sequence[int], layers: int, hidden: int) -> float:
     """REFERENCE.md section 5's count, for any size: linear layers + attention, real tokens only."""
     return float(sum(2 * n * layers * 12 * hidden * hidden + layers * 4 * n * n * hidden for n in lengths))
@@ -141,14 +147,17 @@ def order_check(scores: Sequence[float], ref: Sequence[float], per_query: int) -
 
 def crossrank_runner(path: Path, device: str, dtype: str, backend: str, budget: int, max_length: int = 512,
                      compile: bool = False) -> Any:
+    """``backend`` "packed-eager": the packed backend without CUDA graphs (every kernel launched from Python)."""
     from crossrank import Reranker
 
-    r = Reranker(str(path), device=device, dtype=dtype, backend=backend, max_batch_tokens=budget,
-                 max_length=max_length)
-    if compile:
+    eager = backend == "packed-eager"
+    r = Reranker(str(path), device=device, dtype=dtype, backend="packed" if eager else backend,
+                 max_batch_tokens=budget, max_length=max_length)
+    if compile or eager:
         from crossrank.backends.packed import PackedBackend
 
-        r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, compile=True)
+        r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, compile=compile,
+                                  graphs=False if eager else None)
     return r
 
 
@@ -226,7 +235,7 @@ def main() -> None:
         warm = pairs[:64]
         for name in runners:
             peak_reset(dev)
-            if name in ("packed", "padded", "ref32"):
+            if name in ("packed", "packed-eager", "padded", "ref32"):
                 # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
                 r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
                                      "padded" if name == "ref32" else name, args.budget)
@@ -255,7 +264,8 @@ def main() -> None:
                 raise SystemExit(f"unknown runner {name}")
             scores[name] = list(out)
             e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
-                         "runs_s": [round(t, 3) for t in times], "peak_gpu_gb": peak_gb(dev)}
+                         "runs_s": [round(t, 3) for t in times], "peak_gpu_gb": peak_gb(dev),
+                         "peak_reserved_gb": peak_reserved_gb(dev)}
             print("e2e", name, e2e[name], flush=True)
         ref = "flag" if "flag" in scores else None
         if ref:
@@ -298,7 +308,8 @@ def main() -> None:
         secs = min(timed(dev, run)[1] for _ in range(repeat))
         flops = model_flops(lengths, arch["layers"], arch["hidden"])
         out = {"pairs_per_s": round(len(encoded) / secs, 1), "seconds": round(secs, 3), "first_run_s": round(first, 2),
-               "tflops": round(flops / secs / 1e12, 1), "batches": len(batches), "peak_gpu_gb": peak_gb(dev)}
+               "tflops": round(flops / secs / 1e12, 1), "batches": len(batches), "peak_gpu_gb": peak_gb(dev),
+               "peak_reserved_gb": peak_reserved_gb(dev)}
         if dev in PEAK_TFLOPS:
             out["utilisation"] = round(flops / secs / 1e12 / PEAK_TFLOPS[dev], 3)
         return out
@@ -313,6 +324,9 @@ def main() -> None:
             for budget in (args.budget, 2 * args.budget):
                 mo[f"packed_{budget}"] = model_only("packed", encoded, budget)
                 print("model", f"packed_{budget}", mo[f"packed_{budget}"], flush=True)
+            if "packed-eager" in runners:
+                mo["packed_eager"] = model_only("packed-eager", encoded, args.budget)
+                print("model packed_eager", mo["packed_eager"], flush=True)
             mo["padded"] = model_only("padded", encoded, args.budget)
             print("model padded", mo["padded"], flush=True)
         if "compile" in modes:
@@ -326,7 +340,7 @@ def main() -> None:
         lat_lens = [len(x) for x in tokenizer([query] * 100, passages, truncation="only_second",
                                               max_length=512)["input_ids"]]
         lat: dict[str, Any] = {"median_tokens": statistics.median(lat_lens)}
-        for name in [x for x in runners if x in ("packed", "padded", "flag")]:
+        for name in [x for x in runners if x in ("packed", "packed-eager", "padded", "flag")]:
             if name == "flag":
                 from FlagEmbedding import FlagReranker
 

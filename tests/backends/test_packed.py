@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -249,19 +250,57 @@ def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch
         calls.append("varlen")
         return q
 
-    monkeypatch.setattr(packed_module.fused, "varlen_attention", broken)
+    monkeypatch.setattr(packed_module.fused, "varlen_attention_items", broken)
     monkeypatch.setattr(packed_module, "_varlen_attention", lambda: varlen)
     backend = _bare_backend()
-    backend.attention_kind = "triton"
+    backend.attention_kind, backend.graphs = "triton", True
     q = torch.zeros(5, 2, 64)
     cu = torch.tensor([0, 3, 5], dtype=torch.int32)
+    items = torch.tensor([0, 65536])
     for _ in range(2):
-        assert backend._attend(q, q, q, cu, cu, 3, first_only=False) is q
+        assert backend._attend(q, q, q, cu, cu, 3, first_only=False, items=items) is q
     assert calls == ["triton", "varlen", "varlen"] and backend.attention_kind == "varlen"
+    assert backend.graphs is False  # graphs need the Triton kernel
     assert "Triton attention kernel failed" in caplog.text
 
     backend.attention_kind = "triton"
-    monkeypatch.setattr(packed_module.fused, "varlen_attention",
+    monkeypatch.setattr(packed_module.fused, "varlen_attention_items",
                         lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
     with pytest.raises(torch.OutOfMemoryError):
-        backend._attend(q, q, q, cu, cu, 3, first_only=False)
+        backend._attend(q, q, q, cu, cu, 3, first_only=False, items=items)
+
+
+@pytest.mark.parametrize(("tokens", "sequences"), [(1, 1), (1024, 16), (1025, 17), (30_000, 150), (32_768, 4000)])
+def test_graph_bucket_holds_the_batch_and_its_attention_work(tokens: int, sequences: int) -> None:
+    padded_tokens, padded_sequences, items = packed_module.graph_bucket(tokens, sequences, 64)
+    assert padded_tokens % packed_module.GRAPH_TOKEN_STEP == 0 and tokens <= padded_tokens < tokens + 1024
+    assert padded_sequences >= max(sequences, 16) and padded_sequences & (padded_sequences - 1) == 0
+    assert padded_sequences < 2 * max(sequences, 16)
+    assert items >= tokens // 64 + sequences  # attention_items' bound for any split of the tokens
+
+
+def test_graph_inputs_are_padded_with_empty_sequences_and_no_work(tiny_reranker: Reranker) -> None:
+    backend = PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32)
+    assert backend.graphs is False  # CPU: no CUDA graphs
+    with pytest.raises(ValueError, match="graphs=True needs"):
+        PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, graphs=True)
+    encoded = tiny_reranker.encode(_pairs(5, seed=3))
+    lengths = [len(e) for e in encoded]
+    exact = backend._inputs(encoded)
+    assert (exact.tokens, exact.sequences, exact.items) == (sum(lengths), 5, 0)  # CPU attention needs no work list
+    padded = backend._inputs(encoded, graph=True)
+    tokens, sequences, items = packed_module.graph_bucket(sum(lengths), 5, 64)
+    assert (padded.tokens, padded.sequences, padded.items) == (tokens, sequences, items)
+    flat, total = padded.host, sum(lengths)
+    assert flat.numel() == 3 * tokens + sequences + 1 + items
+    ids, positions, types = flat[: 3 * tokens].view(3, tokens)
+    assert ids[:total].tolist() == [t for e in encoded for t in e.input_ids] and not ids[total:].any()
+    assert positions[:total].tolist() == exact.host[total : 2 * total].tolist()
+    assert (positions[total:] == backend.position_offset).all() and not types.any()
+    cu = flat[3 * tokens : 3 * tokens + sequences + 1].tolist()
+    assert cu[:6] == [0, *itertools.accumulate(lengths)] and set(cu[6:]) == {total}  # padding sequences are empty
+    assert padded.cu_host.tolist() == cu[:6] and padded.max_len == max(lengths)
+    work = flat[3 * tokens + sequences + 1 :].tolist()
+    real = [w for w in work if w >= 0]
+    assert real == [s * 65536 + b for s, n in enumerate(lengths) for b in range(-(-n // 64))]
+    assert work[len(real):] == [-1] * (items - len(real))

@@ -172,3 +172,56 @@ def test_a_model_on_the_second_gpu_works_from_the_main_thread(mid_model_dir: Pat
     query, passages = _rerank_inputs(5)
     pairs = [(query, p) for p in passages]
     assert second.score(pairs, normalize=False) == first.score(pairs, normalize=False)
+
+
+def _graphs_off(r: Reranker) -> Reranker:
+    from crossrank.backends.packed import PackedBackend
+
+    r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, graphs=False)
+    return r
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cuda_graphs_are_the_default_and_score_as_the_ops_do(mid_model_dir: Path, reference: Reranker,
+                                                             dtype: str) -> None:
+    graphed = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed", max_batch_tokens=4096)
+    eager = _graphs_off(Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed",
+                                 max_batch_tokens=4096))
+    assert getattr(graphed.backend, "graphs", None) is True and eager.backend.graphs is False
+    for seed in (12, 13):
+        query, passages = _rerank_inputs(seed, n=150)
+        pairs = [(query, p) for p in passages]
+        got = graphed.score(pairs, normalize=False)
+        assert graphed.score(pairs, normalize=False) == got  # replays are deterministic
+        ref = reference.score(pairs, normalize=False)
+        eager_err = _max_diff(eager.score(pairs, normalize=False), ref)
+        assert _max_diff(got, ref) < max(2e-2, 1.5 * eager_err)
+    shapes = graphed.backend._graphs  # type: ignore[attr-defined]
+    assert len(shapes) > 1  # several padded shapes were captured (slices and a small token budget)
+    assert all(tokens % 1024 == 0 for tokens, _, _ in shapes)
+
+
+def test_cuda_graphs_from_several_threads_give_each_caller_its_own_scores(mid_model_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed")
+    inputs = [_rerank_inputs(seed, n=40) for seed in range(6)]
+    pairs = [[(q, p) for p in passages] for q, passages in inputs]
+    alone = [r.score(p, normalize=False) for p in pairs]
+    with ThreadPoolExecutor(6) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda p: r.score(p, normalize=False), pairs)) == alone
+
+
+def test_cuda_graphs_stop_at_graph_most_and_longer_sequences_run_op_by_op(mid_model_dir: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.backends import packed as packed_module
+
+    monkeypatch.setattr(packed_module, "GRAPH_MOST", 2)
+    r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed", max_batch_tokens=2048)
+    eager = _graphs_off(Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed",
+                                 max_batch_tokens=2048))
+    query, passages = _rerank_inputs(21, n=120)
+    pairs = [(query, p) for p in passages]
+    assert _max_diff(r.score(pairs, normalize=False), eager.score(pairs, normalize=False)) < 2e-2
+    assert len(r.backend._graphs) == 2  # type: ignore[attr-defined]

@@ -8,8 +8,8 @@ re-pointed at one fused ``[3*hidden, hidden]`` tensor so that the three projecti
 Attention, in order of preference (the first three on Ampere or newer GPUs in fp16/bf16):
 - crossrank's Triton kernel (:func:`crossrank.backends.fused.varlen_attention`) for batches
   whose longest sequence is at most ``fused.ATTENTION_MAX_LEN`` tokens (measured 24% faster than FlashAttention-2 on
-  the benchmark's ~200-token pairs on an H100), and ``varlen_attn`` for the rest and for the last layer (and for
-  everything, should the kernel fail to compile on some GPU);
+  the benchmark's ~200-token pairs on an H100), and ``varlen_attn`` for the rest (and for everything, should the
+  kernel fail to compile on some GPU);
 - ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen op) where Triton is missing;
 - ``flash_attn.flash_attn_varlen_func`` where flash-attn is installed and varlen_attn is not;
 - everywhere else (CPU, fp32, older GPUs, MPS): ``scaled_dot_product_attention`` per sequence. Measured on the 2-core
@@ -20,7 +20,13 @@ two passes; ``fuse=False`` keeps PyTorch's ops. There too the feed-forward's bia
 (:func:`gemm_epilogue`); ``epilogue=False`` keeps the separate exact-GELU pass.
 
 The last layer only needs the first token of each sequence (the classification head reads nothing else), so its
-attention is computed for those queries only and its output projection and feed-forward run on one row per sequence.
+attention is computed for those queries only (their first query block, with the Triton kernel) and its output
+projection and feed-forward run on one row per sequence.
+
+With the Triton kernels, batches of up to :data:`GRAPH_MAX_TOKENS` tokens are replayed as CUDA graphs of the whole
+forward, one per padded shape (:func:`graph_bucket`): one launch instead of ~170 from Python, which is most of what a
+small batch costs the host (one query with 100 passages: 35 ms instead of 43 on an H100). ``graphs=False`` turns
+them off.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import contextlib
 import itertools
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +53,50 @@ log = logging.getLogger(__name__)
 _ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
 _BERT_TYPES = ("bert",)
 _GELU_ACTS = ("gelu", "gelu_new", "gelu_python", "relu")
+
+GRAPH_TOKEN_STEP = 1024
+"""A batch replayed as a CUDA graph is padded to a multiple of this many tokens (at most 1,023 rows of padding, which
+every layer computes and nothing reads)."""
+GRAPH_MAX_TOKENS = 8192
+"""Largest batch replayed as a CUDA graph. A graph saves the host ~7 ms of kernel launches per batch, which is what a
+small batch costs (one query's first slices); a large one keeps the GPU busy for longer than its launches take, and
+ran ~2.5% slower as a graph on two H200s (benchmarks/RESULTS.md), so it runs op by op."""
+GRAPH_MOST = 64
+"""Most CUDA graphs one backend captures (one per padded shape); batches of any further shape run op by op."""
+
+
+def graph_bucket(tokens: int, sequences: int, block_m: int) -> tuple[int, int, int]:
+    """The padded shape ``(tokens, sequences, attention work items)`` of a batch replayed as a CUDA graph: tokens
+    rounded up to a multiple of :data:`GRAPH_TOKEN_STEP`, sequences up to a power of two (at least 16), and the most
+    work items ``tokens`` and ``sequences`` can need (:func:`crossrank.backends.fused.attention_items`).
+
+    >>> graph_bucket(30_000, 150, 64)
+    (30720, 256, 736)
+    """
+    padded_tokens = -(-max(tokens, 1) // GRAPH_TOKEN_STEP) * GRAPH_TOKEN_STEP
+    padded_sequences = max(16, 1 << (max(sequences, 1) - 1).bit_length())
+    return padded_tokens, padded_sequences, padded_tokens // block_m + padded_sequences
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """A batch's index tensors in one pinned host buffer: ids, positions and token types (``tokens`` each), the
+    ``sequences + 1`` offsets, then ``items`` attention work items. Padded (for a CUDA graph) where ``tokens`` and
+    ``sequences`` exceed the batch's own: padding rows are token 0 at the first position, padding sequences empty."""
+
+    host: torch.Tensor
+    tokens: int
+    sequences: int
+    items: int
+    cu_host: torch.Tensor  # the batch's own offsets (no padding sequences), on the host
+    max_len: int
+
+
+@dataclass(frozen=True)
+class _Graph:
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: torch.Tensor  # the device buffer the graph reads; each replay copies a batch's inputs into it first
+    logits: torch.Tensor  # the device tensor the graph writes
 
 
 def _base(model: Any) -> Any:
@@ -220,7 +272,7 @@ class PackedBackend:
 
     def __init__(
         self, model: Any, *, device: torch.device, dtype: torch.dtype, attention: str = "auto", compile: bool = False,
-        fuse: bool | None = None, epilogue: bool | None = None,
+        fuse: bool | None = None, epilogue: bool | None = None, graphs: bool | None = None,
     ) -> None:
         if not supports(model):
             raise ValueError(f"the packed backend does not know {type(model).__name__}")
@@ -259,6 +311,16 @@ class PackedBackend:
         self.up = None if compile or epilogue is False else gemm_epilogue(config.hidden_act, device, dtype)
         if epilogue and self.up is None:
             raise ValueError("epilogue=True needs a CUDA device, fp16/bf16, a GELU or ReLU model, and compile=False")
+        # CUDA graphs of the whole forward, one per padded batch shape (see _graphed); None: wherever they can run.
+        can_graph = self.attention_kind == "triton" and self.fuse and not compile
+        if graphs and not can_graph:
+            raise ValueError("graphs=True needs the Triton attention and LayerNorm kernels (CUDA, fp16/bf16, Triton)")
+        self.graphs = can_graph if graphs is None else graphs
+        self._graphs: dict[tuple[int, int, int], _Graph] = {}
+        self._graph_pool: Any = None
+        self._graph_stream: torch.cuda.Stream | None = None
+        # One batch at a time through the graphs: they share their inputs' buffer per shape and one memory pool.
+        self._graph_lock = threading.Lock()
 
     def _fuse_qkv(self) -> None:
         """Point each layer's query/key/value weights at slices of one fused tensor: one GEMM instead of three, and
@@ -297,27 +359,35 @@ class PackedBackend:
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor,
-        max_len: int, first_only: bool,
+        max_len: int, first_only: bool, items: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Attention within each sequence, ``[tokens, heads, dim]`` (one row per sequence if ``first_only``).
+        ``items``: the Triton kernel's work list, given where that kernel runs this batch."""
         if self.attention_kind == "sdpa":
             return _sdpa_per_sequence(q, k, v, cu, cu_host, max_len, first_only)
         n = cu.numel() - 1
-        if first_only:
-            q = q[cu[:-1].long()]
-            cu_q = torch.arange(n + 1, device=cu.device, dtype=cu.dtype)
-            max_q = 1
-        else:
-            cu_q, max_q = cu, max_len
-        if self.attention_kind == "triton" and not first_only and max_len <= fused.ATTENTION_MAX_LEN:
+        if first_only:  # each first row; a padding sequence (CUDA graphs) starts at the end: keep it in range
+            first = cu[:-1].long().clamp_max(q.shape[0] - 1)
+        if self.attention_kind == "triton" and items is not None:
             try:
-                return fused.varlen_attention(q, k, v, cu, max_len, self.scale)
+                if first_only:  # the first query block of each sequence, then its first row
+                    firsts = torch.arange(n, device=cu.device, dtype=torch.int64) * fused.ITEM_SEQUENCE
+                    return fused.varlen_attention_items(q, k, v, cu, firsts, self.scale)[first]
+                return fused.varlen_attention_items(q, k, v, cu, items, self.scale)
             except Exception as exc:  # a GPU or Triton version the kernel does not compile for: FA2 from now on
                 if is_out_of_memory(exc):
                     raise
                 log.warning("the Triton attention kernel failed on %s (%s); using varlen_attn from now on",
                             self.device, exc)
                 self.attention_kind = "varlen"
-        if self.attention_kind in ("varlen", "triton"):  # with "triton": the last layer, and long sequences
+                self.graphs = False
+        if first_only:
+            q = q[first]
+            cu_q = torch.arange(n + 1, device=cu.device, dtype=cu.dtype)
+            max_q = 1
+        else:
+            cu_q, max_q = cu, max_len
+        if self.attention_kind in ("varlen", "triton"):  # with "triton": sequences longer than the kernel takes
             fn = _varlen_attention()
             assert fn is not None
             return fn(q, k, v, cu_q, cu, max_q, max_len)
@@ -325,40 +395,55 @@ class PackedBackend:
         assert fn is not None
         return fn(q, k, v, cu_q, cu, max_q, max_len)
 
-    def _inputs(self, batch: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """All index tensors of the batch built at once on the host, in one buffer: ``3 * tokens`` values (ids,
-        positions, types) then the ``sequences + 1`` cumulative offsets. On CUDA the buffer is pinned, so the transfer
-        is a single asynchronous copy that never waits for the GPU (a pageable copy would wait for the stream)."""
+    def _uses_items(self, max_len: int) -> bool:
+        return self.attention_kind == "triton" and max_len <= fused.ATTENTION_MAX_LEN
+
+    def _inputs(self, batch: Sequence[EncodedPair], graph: bool = False) -> _Inputs:
+        """All index tensors of the batch built at once on the host, in one buffer (:class:`_Inputs`), padded to
+        :func:`graph_bucket`'s shape if ``graph``. On CUDA the buffer is pinned, so the transfer is a single
+        asynchronous copy that never waits for the GPU (a pageable copy would wait for the stream)."""
         lengths = np.fromiter((len(p) for p in batch), dtype=np.int64, count=len(batch))
-        total = int(lengths.sum())
-        host = torch.empty(3 * total + len(batch) + 1, dtype=torch.long, pin_memory=self._cuda)
+        total, n, max_len = int(lengths.sum()), len(batch), int(lengths.max())
+        block_m = fused.ATTENTION_CONFIG["BLOCK_M"]
+        if graph:
+            tokens, sequences, items = graph_bucket(total, n, block_m)
+        else:
+            tokens, sequences = total, n
+            items = int((-(-lengths // block_m)).sum()) if self._uses_items(max_len) else 0
+        host = torch.empty(3 * tokens + sequences + 1 + items, dtype=torch.long, pin_memory=self._cuda)
         flat = host.numpy()
-        buf = flat[: 3 * total].reshape(3, total)
-        cu = flat[3 * total :]
+        buf = flat[: 3 * tokens].reshape(3, tokens)
+        cu = flat[3 * tokens : 3 * tokens + sequences + 1]
         cu[0] = 0
-        np.cumsum(lengths, out=cu[1:])
-        buf[0] = np.fromiter(itertools.chain.from_iterable(p.input_ids for p in batch), dtype=np.int64, count=total)
-        buf[1] = np.arange(total, dtype=np.int64) - np.repeat(cu[:-1], lengths) + self.position_offset
+        np.cumsum(lengths, out=cu[1 : n + 1])
+        cu[n + 1 :] = total
+        buf[0, :total] = np.fromiter(itertools.chain.from_iterable(p.input_ids for p in batch), dtype=np.int64,
+                                     count=total)
+        buf[1, :total] = np.arange(total, dtype=np.int64) - np.repeat(cu[:n], lengths) + self.position_offset
         if batch[0].token_type_ids is not None:
-            buf[2] = np.fromiter(
+            buf[2, :total] = np.fromiter(
                 itertools.chain.from_iterable(p.token_type_ids or [0] * len(p) for p in batch), dtype=np.int64,
                 count=total,
             )
         else:
-            buf[2] = 0
-        return host, host[3 * total :], int(lengths.max())
+            buf[2, :total] = 0
+        buf[0, total:], buf[1, total:], buf[2, total:] = 0, self.position_offset, 0
+        if items:
+            flat[3 * tokens + sequences + 1 :] = fused.attention_items(lengths, block_m, size=items)
+        return _Inputs(host, tokens, sequences, items, host[3 * tokens : 3 * tokens + n + 1], max_len)
 
     def _layer(
-        self, i: int, x: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int, last: bool
+        self, i: int, x: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int, last: bool,
+        items: torch.Tensor | None = None,
     ) -> torch.Tensor:
         weight, bias = self.qkv[i]
         tokens = x.shape[0]
         qkv = self.linear(x, weight, bias).view(tokens, 3, self.heads, self.head_dim)
         q, k, v = qkv.unbind(1)
-        ctx = self._attend(q, k, v, cu, cu_host, max_len, first_only=last)
+        ctx = self._attend(q, k, v, cu, cu_host, max_len, first_only=last, items=items)
         if last:
             # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
-            x = x[cu[:-1].long()] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
+            x = x[cu[:-1].long().clamp_max(tokens - 1)] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
         ctx = ctx.reshape(ctx.shape[0], -1)
         if self._post_compiled is not None and not last:
             return self._post_compiled(ctx, x, *self.post_weights[i], self.act)
@@ -395,17 +480,76 @@ class PackedBackend:
             return self._forward_device(batch)
 
     def _forward_device(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
-        host, cu_host, max_len = self._inputs(batch)
-        total = (host.numel() - cu_host.numel()) // 3
-        dev = host.to(self.device, non_blocking=self._cuda)
-        idx = dev[: 3 * total].view(3, total)
-        cu = dev[3 * total :].to(torch.int32)
+        lengths = [len(p) for p in batch]
+        if self.graphs and sum(lengths) <= GRAPH_MAX_TOKENS and self._uses_items(max(lengths)):
+            logits = self._graphed(batch)
+            if logits is not None:
+                return logits
+        inputs = self._inputs(batch)
+        return self._forward_inputs(inputs, inputs.host.to(self.device, non_blocking=self._cuda))
+
+    def _forward_inputs(self, inputs: _Inputs, dev: torch.Tensor) -> torch.Tensor:
+        """The forward pass from ``dev``, the device copy of ``inputs.host``: float32 logits of every sequence
+        (padding ones too), on the device. Waits for nothing, so a CUDA graph can capture it."""
+        tokens, sequences = inputs.tokens, inputs.sequences
+        idx = dev[: 3 * tokens].view(3, tokens)
+        cu = dev[3 * tokens : 3 * tokens + sequences + 1].to(torch.int32)
+        items = dev[3 * tokens + sequences + 1 :] if inputs.items else None
         emb = self.base.embeddings
         x = emb.word_embeddings(idx[0]) + emb.position_embeddings(idx[1]) + emb.token_type_embeddings(idx[2])
         x = emb.LayerNorm(x)
         for i in range(len(self.layers)):
-            x = self._layer(i, x, cu, cu_host, max_len, last=i == len(self.layers) - 1)
+            x = self._layer(i, x, cu, inputs.cu_host, inputs.max_len, last=i == len(self.layers) - 1, items=items)
         first = x.unsqueeze(1)  # [sequences, 1, hidden]: the heads read features[:, 0]
         head_in = self.base.pooler(first) if self.is_bert else first
         logits = self.model.classifier(head_in)
         return logits.view(-1).float()
+
+    def _graphed(self, batch: Sequence[EncodedPair]) -> torch.Tensor | None:
+        """The batch through a CUDA graph of the whole forward (one launch instead of ~170 per batch, which is what
+        holds the host back with short batches and with several GPUs fed by one process), captured once per padded
+        shape (:func:`graph_bucket`). None where this shape gets no graph (:data:`GRAPH_MOST` reached, or capture
+        failed: then graphs are off for this backend and the caller runs the batch op by op)."""
+        inputs = self._inputs(batch, graph=True)
+        key = (inputs.tokens, inputs.sequences, inputs.items)
+        with self._graph_lock:
+            captured = self._graphs.get(key)
+            if captured is None:
+                if len(self._graphs) >= GRAPH_MOST:
+                    return None
+                captured = self._capture(inputs)
+                if captured is None:
+                    return None
+                self._graphs[key] = captured
+            captured.inputs.copy_(inputs.host, non_blocking=True)
+            captured.graph.replay()
+            return captured.logits[: len(batch)].clone()
+
+    def _capture(self, inputs: _Inputs) -> _Graph | None:
+        """Capture the forward for ``inputs``' shape, all graphs of this backend sharing one memory pool (they run
+        one at a time, and each replay's logits are copied out before the next). The first capture is preceded by
+        one run outside any graph (Triton compiles its kernels, cuBLAS sets up its workspace)."""
+        dev = inputs.host.to(self.device)
+        try:
+            if self._graph_stream is None:
+                stream = torch.cuda.Stream(self.device)
+                stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(stream):
+                    self._forward_inputs(inputs, dev)
+                torch.cuda.current_stream(self.device).wait_stream(stream)
+                self._graph_stream = stream
+                self._graph_pool = torch.cuda.graph_pool_handle()
+            if not self.graphs:  # the warm-up found the Triton attention failing
+                return None
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._graph_pool, stream=self._graph_stream,
+                                  capture_error_mode="thread_local"):
+                logits = self._forward_inputs(inputs, dev)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            log.warning("CUDA graph capture failed on %s (%s); running batches op by op from now on", self.device,
+                        exc)
+            self.graphs = False
+            return None
+        return _Graph(graph, dev, logits)
