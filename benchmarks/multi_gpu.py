@@ -102,21 +102,36 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
     parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
                         help="this script's texts (default), or throughput.py's texts and tokenizer")
+    parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
+    parser.add_argument("--tokenizer-processes", type=int, default=None,
+                        help="Reranker(tokenizer_processes=...) of the multi-device run; default: the library's")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="keep the random model here and reuse it on later runs (one per --mix and --small)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
+
+    def graphs_off(reranker: Reranker) -> Reranker:
+        if args.no_graphs:
+            for backend in reranker.pool.backends if reranker.pool else [reranker.backend]:
+                backend.graphs = False  # type: ignore[attr-defined]
+        return reranker
 
     pairs, tokenizer = pairs_and_tokenizer(args.mix, args.pairs)
     shape = model_shape(args.small)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_random_reranker(Path(tmp) / "v2m3-shaped", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
+        model_dir = (args.model_dir or Path(tmp)) / f"{'small' if args.small else 'v2m3'}-{args.mix}"
+        if not (model_dir / "config.json").exists():
+            build_random_reranker(model_dir, tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
         common = dict(dtype=args.dtype, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens)
-        one = Reranker(str(model_dir), device=args.single, **common)  # type: ignore[arg-type]
+        one = graphs_off(Reranker(str(model_dir), device=args.single, **common))  # type: ignore[arg-type]
         budget = one.settings.max_batch_tokens
         one_scores, one_seconds = timed(one, pairs, args.repeats)
         one_compute = compute_only(one, pairs, args.repeats)
         one.close()
-        many = Reranker(str(model_dir), devices=args.devices, **common)  # type: ignore[arg-type]
+        many = graphs_off(Reranker(str(model_dir), devices=args.devices,  # type: ignore[arg-type]
+                                   tokenizer_processes=args.tokenizer_processes, **common))
         workers = many.pool.size if many.pool else 1
+        tokenizer_processes = many.tokenizer_pool.size if many.tokenizer_pool else 0
         many_scores, many_seconds = timed(many, pairs, args.repeats)
         many_compute = compute_only(many, pairs, args.repeats)
         many.close()
@@ -125,11 +140,14 @@ def main() -> int:
     many_rate = len(pairs) / statistics.median(many_seconds)
     max_diff = max(abs(a - b) for a, b in zip(one_scores, many_scores, strict=True))
     result = {
-        "pairs": len(pairs), "mix": args.mix, "model_shape": shape, "dtype": args.dtype, "max_length": args.max_length,
+        "pairs": len(pairs), "mix": args.mix, "graphs": not args.no_graphs,
+        "model_shape": shape, "dtype": args.dtype,
+        "max_length": args.max_length,
         "max_batch_tokens": budget,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
-        "multi": {"devices": args.devices, "workers": workers, "pairs_per_s": round(many_rate, 1),
+        "multi": {"devices": args.devices, "workers": workers, "tokenizer_processes": tokenizer_processes,
+                  "pairs_per_s": round(many_rate, 1),
                   "seconds": many_seconds},
         "speedup": round(many_rate / one_rate, 3),
         # Tokenisation runs once on the CPU either way; the model-only figures show what the extra GPUs give.

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ def main() -> int:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
                         help="multi_gpu.py's texts (default) or throughput.py's texts and tokenizer")
+    parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
+    parser.add_argument("--tokenizer-processes", type=int, default=None, help="Reranker(tokenizer_processes=...)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -97,16 +99,22 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
-        reranker = Reranker(str(model_dir), devices=args.devices)
-        original_encode = reranker.encode
+        reranker = Reranker(str(model_dir), devices=args.devices, tokenizer_processes=args.tokenizer_processes)
+        if args.no_graphs:
+            for backend in reranker.pool.backends if reranker.pool else [reranker.backend]:
+                backend.graphs = False  # type: ignore[attr-defined]
+        original_slices = reranker._encoded_slices
 
-        def encode(chunk: Sequence[tuple[str, str]], mode: str | None = None) -> list[EncodedPair]:
-            begin = rec.now()
-            out = original_encode(chunk, mode)
-            rec.slices.append((begin, rec.now(), len(chunk)))
-            return out
+        def encoded_slices(*a: Any) -> Iterator[list[EncodedPair]]:
+            """Each slice's span: from when the caller asked for it to when it was handed over (in a thread of this
+            process or in the tokenizer processes, the wait is what the GPUs may idle for)."""
+            asked = rec.now()
+            for part in original_slices(*a):
+                rec.slices.append((asked, rec.now(), len(part)))
+                yield part
+                asked = rec.now()
 
-        reranker.encode = encode  # type: ignore[method-assign]
+        reranker._encoded_slices = encoded_slices  # type: ignore[method-assign]
         devices = [b.device for b in reranker.pool.backends] if reranker.pool else [reranker.device]
         reranker.score(pairs[:256])
         for _ in range(args.repeats):
@@ -118,7 +126,8 @@ def main() -> int:
                     torch.cuda.synchronize(d)
             runs.append(summarise(rec, devices, wall, len(pairs)))
         reranker.close()
-    result = {"pairs": len(pairs), "mix": args.mix, "devices": args.devices, "cpus": os.cpu_count(), "runs": runs}
+    result = {"pairs": len(pairs), "mix": args.mix, "devices": args.devices, "cpus": os.cpu_count(),
+              "graphs": not args.no_graphs, "tokenizer_processes": args.tokenizer_processes, "runs": runs}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
@@ -127,10 +136,11 @@ def main() -> int:
 
 
 def summarise(rec: Recorder, devices: Sequence[torch.device], wall: float, n: int) -> dict[str, Any]:
-    tok = sum(e - b for b, e, _ in rec.slices)
+    waited = sum(e - b for b, e, _ in rec.slices)
     out: dict[str, Any] = {
         "wall_s": round(wall, 4), "pairs_per_s": round(n / wall, 1),
-        "tokenise_busy_s": round(tok, 4), "slices": len(rec.slices),
+        "waited_for_slices_s": round(waited, 4), "slices": len(rec.slices),
+        "slice_waits_ms": [round((e - b) * 1e3, 1) for b, e, _ in rec.slices],
         "first_slice_done_s": round(rec.slices[0][1], 4) if rec.slices else None,
         "last_slice_done_s": round(rec.slices[-1][1], 4) if rec.slices else None,
         "per_device": {},

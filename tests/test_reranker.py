@@ -220,6 +220,27 @@ def test_slices_tokenised_ahead_give_the_same_scores(tiny_model_dir, monkeypatch
     assert seen[-1] == (len(texts), len(texts)) and all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
 
 
+def test_an_error_while_tokenising_a_later_slice_reaches_the_caller(tiny_model_dir, monkeypatch):
+    import crossrank.reranker as reranker_module
+
+    r = Reranker(str(tiny_model_dir), device="cpu", max_length=32)
+    monkeypatch.setattr(reranker_module, "ENCODE_SLICE", 4)
+    real = r.encoder.encode
+    calls = []
+
+    def encode(pairs):
+        calls.append(len(pairs))
+        if len(calls) == 3:
+            raise RuntimeError("tokenizer broke")
+        return real(pairs)
+
+    monkeypatch.setattr(r.encoder, "encode", encode)
+    with pytest.raises(RuntimeError, match="tokenizer broke"):
+        r.score([("q", f"passage {i}") for i in range(40)])
+    monkeypatch.setattr(r.encoder, "encode", real)
+    assert len(r.score([("q", f"passage {i}") for i in range(40)])) == 40  # nothing left behind
+
+
 class FakeDeviceBackend(FakeBackend):
     """Also offers ``forward_device`` (logits left on the device): run_batches must use it, and only it."""
 

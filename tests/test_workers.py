@@ -16,6 +16,7 @@ from crossrank.devices import resolve_devices
 from crossrank.engine import Engine
 from crossrank.testing import generated_sentences
 from crossrank.tokenize import EncodedPair
+from crossrank.tokenizer_pool import default_processes
 from crossrank.workers import WorkerPool, run_batches_on_pool
 
 TEXTS = list(generated_sentences(300, seed=11))
@@ -102,6 +103,7 @@ def test_two_workers_score_exactly_like_one_device(tiny_model_dir: Path, two_wor
     one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
     assert two_worker_reranker.pool is not None and two_worker_reranker.pool.size == 2
     assert two_worker_reranker.describe()["devices"] == ["cpu", "cpu"]
+    assert two_worker_reranker.describe()["tokenizer_processes"] == default_processes(2)
     assert two_worker_reranker.score(PAIRS, normalize=False) == one.score(PAIRS, normalize=False)
     query = "which city is the capital"
     assert two_worker_reranker.rerank(query, TEXTS, top_k=20) == one.rerank(query, TEXTS, top_k=20)

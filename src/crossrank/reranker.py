@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +20,7 @@ from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, start_batches
 from crossrank.settings import ModelSettings
 from crossrank.tokenize import EncodedPair, PairEncoder
+from crossrank.tokenizer_pool import TokenizerPool, default_processes
 from crossrank.workers import WorkerPool, submit_batches
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class Reranker:
     ``devices``: several devices of this host, one model replica and one long-lived worker thread each, batches going
     to whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
+    ``tokenizer_processes``: child processes that tokenise (:mod:`crossrank.tokenizer_pool`); None picks 0 for one
+    device and 2-8 (one per 4 cores) for several; 0 tokenises in a thread of this process.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Reranker:
         chunk_overlap: int = 32,
         models_dir: str = "models",
         devices: str | Sequence[str | torch.device] | None = None,
+        tokenizer_processes: int | None = None,
     ) -> None:
         if long_passages not in LONG_PASSAGE_MODES:
             raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
@@ -124,6 +129,15 @@ class Reranker:
                 create_backend(backend, m, pad_token_id=pad, device=d, dtype=self.dtype)
                 for m, d in zip(replicas, targets[1:], strict=True)
             ])
+        # Several devices: tokenise in child processes, which together keep up with the GPUs where one process does
+        # not (crossrank.tokenizer_pool). Where they cannot start, tokenise here as for one device.
+        self.tokenizer_pool: TokenizerPool | None = None
+        processes = default_processes(len(targets)) if tokenizer_processes is None else tokenizer_processes
+        if processes > 0:
+            try:
+                self.tokenizer_pool = TokenizerPool(self.tokenizer, self.encoder, chunk_overlap, processes)
+            except Exception as exc:
+                log.warning("tokenising in this process: the tokenizer processes did not start (%s)", exc)
         self.settings = ModelSettings(
             model=model, device=str(self.device), dtype=dtype_name(self.dtype), max_length=max_length,
             query_max_length=self.encoder.query_max_length, max_batch_tokens=max_batch_tokens,
@@ -132,12 +146,12 @@ class Reranker:
         )
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings) -> Reranker:
+    def from_settings(cls, settings: ModelSettings, tokenizer_processes: int | None = None) -> Reranker:
         return cls(
             settings.model, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
             query_max_length=settings.query_max_length, max_batch_tokens=settings.max_batch_tokens,
             backend=settings.backend, long_passages=settings.long_passages, chunk_overlap=settings.chunk_overlap,
-            models_dir=settings.models_dir, devices=settings.devices or None,
+            models_dir=settings.models_dir, devices=settings.devices or None, tokenizer_processes=tokenizer_processes,
         )
 
     @property
@@ -156,6 +170,7 @@ class Reranker:
             "max_length": self.max_length, "query_max_length": self.encoder.query_max_length,
             "max_batch_tokens": self.settings.max_batch_tokens, "long_passages": self.settings.long_passages,
             "devices": [str(b.device) for b in self.pool.backends] if self.pool else [str(self.device)],
+            "tokenizer_processes": self.tokenizer_pool.size if self.tokenizer_pool else 0,
         }
 
     def encode(self, pairs: Sequence[tuple[str, str]], long_passages: str | None = None) -> list[EncodedPair]:
@@ -169,21 +184,19 @@ class Reranker:
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
                     progress: ProgressCallback | None) -> tuple[list[float], list[int]]:
-        """Best logit and winning chunk per pair. Pairs go through in slices: the next slice is tokenised in a
-        thread (the fast tokenizer releases the GIL) while the model scores the current one."""
+        """Best logit and winning chunk per pair. Pairs go through in slices: the next slices are tokenised (in a
+        thread, or with several devices in the tokenizer processes) while the model scores the current one."""
         if not pairs:
             return [], []
         mode = long_passages or self.settings.long_passages
+        if mode not in LONG_PASSAGE_MODES:
+            raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {mode!r}")
         bounds = encode_slices(len(pairs))
         pair_of: list[int] = []
         chunk_of: list[int] = []
         collectors: list[Callable[[], list[float]]] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize") as pool:
-            pending = pool.submit(self.encode, pairs[bounds[0][0] : bounds[0][1]], mode)
-            for k, (offset, end) in enumerate(bounds):
-                encoded = pending.result()
-                if k + 1 < len(bounds):
-                    pending = pool.submit(self.encode, pairs[bounds[k + 1][0] : bounds[k + 1][1]], mode)
+        with contextlib.closing(self._encoded_slices(pairs, bounds, mode)) as slices:  # stops early on errors
+            for (offset, end), encoded in zip(bounds, slices, strict=True):
                 on_batch = None if progress is None else _slice_progress(progress, offset, end - offset, len(pairs))
                 collectors.append(self._start_batches(encoded, on_batch))
                 pair_of += [offset + e.pair for e in encoded]
@@ -192,6 +205,21 @@ class Reranker:
         if len(logits) == len(pairs):
             return logits, chunk_of
         return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+
+    def _encoded_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]],
+                        mode: str) -> Generator[list[EncodedPair], None, None]:
+        """Each slice of ``bounds`` tokenised, in order, the next ones while the caller scores this one: in the
+        tokenizer processes where there are some (several devices), else in a thread of this process."""
+        if self.tokenizer_pool is not None:
+            yield from self.tokenizer_pool.encode_slices(pairs, bounds, mode)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize") as pool:
+            pending = pool.submit(self.encode, pairs[bounds[0][0] : bounds[0][1]], mode)
+            for k in range(len(bounds)):
+                encoded = pending.result()
+                if k + 1 < len(bounds):
+                    pending = pool.submit(self.encode, pairs[bounds[k + 1][0] : bounds[k + 1][1]], mode)
+                yield encoded
 
     def _start_batches(self, encoded: list[EncodedPair], progress: ProgressCallback | None
                        ) -> Callable[[], list[float]]:
@@ -234,6 +262,9 @@ class Reranker:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        if self.tokenizer_pool is not None:
+            self.tokenizer_pool.close()
+            self.tokenizer_pool = None
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

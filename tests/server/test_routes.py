@@ -312,3 +312,19 @@ async def test_request_bodies_are_not_logged(client: httpx.AsyncClient, caplog: 
         await client.post("/v1/rerank", json={"query": "private query zq81", "documents": [secret]})
         await client.post("/v1/rerank", json={"query": "", "documents": [secret]})
     assert not any("zq81" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_service_on_several_devices_tokenises_in_its_engine_not_in_processes(tiny_model_dir: Any) -> None:
+    from crossrank.server.app import create_app
+    from crossrank.settings import ModelSettings, ServerSettings
+
+    settings = ServerSettings(model=ModelSettings(model=str(tiny_model_dir), device="cpu", devices="cpu,cpu"))
+    app = create_app(settings, static_dir=None)
+    async with app.router.lifespan_context(app):
+        reranker = app.state.engine.reranker
+        assert reranker.pool is not None and reranker.pool.size == 2
+        assert reranker.tokenizer_pool is None  # the engine tokenises each request itself
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            resp = await client.post("/v1/rerank", json={"query": "q", "documents": ["a b", "c"]})
+    assert resp.status_code == 200 and len(resp.json()["results"]) == 2
