@@ -85,7 +85,7 @@ def test_several_devices_tokenise_in_the_children_with_the_same_scores(tiny_mode
     threaded = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0)
     try:
         assert one.tokenizer_pool is None and threaded.tokenizer_pool is None
-        assert many.tokenizer_pool is not None and many.tokenizer_pool.size == 2
+        assert many.tokenizer_pool is not None and many.tokenizer_pool.size == default_processes(2)
         pairs = PAIRS[:700]
         want = one.score(pairs, normalize=False)
         assert many.score(pairs, normalize=False) == want
