@@ -1,8 +1,8 @@
 """Tokenising in child processes, for a Reranker with several devices.
 
-With several GPUs the host sets the pace (benchmarks/RESULTS.md, issue 7): two H200s score the benchmark's pairs about
-as fast as one Python process can tokenise them (~0.5 s for 4,000 pairs on a 32-core host), so the GPUs wait on the
-tokenizer. A thread more does not help (the tokenizer's batch call already spreads over every core, and the rest of
+With several GPUs the host sets the pace (benchmarks/RESULTS.md, issue 7): two H200s score 4,000 of the benchmark's
+pairs in ~0.5 s, about the time one Python process takes to tokenise them (0.44-0.54 s on a 16-core host), so the
+GPUs wait on the tokenizer. A thread more does not help (the tokenizer's batch call already spreads over every core, and the rest of
 the work holds the interpreter lock), and one child process does not either (the same speed, elsewhere). A
 :class:`TokenizerPool` runs several children, each with the same tokenizer (pickled from the caller's, so settings
 made on it travel too) and the same :class:`~crossrank.tokenize.PairEncoder` settings, and hands consecutive slices
