@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+import crossrank.tokenizer_pool as tokenizer_pool
 from crossrank import Reranker
 from crossrank.scoring import run_batches
 from crossrank.testing import build_random_reranker, generated_sentences
@@ -105,6 +106,8 @@ def main() -> int:
     parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
     parser.add_argument("--tokenizer-processes", type=int, default=None,
                         help="Reranker(tokenizer_processes=...) of the multi-device run; default: the library's")
+    parser.add_argument("--ahead", type=int, default=None, help="tokenizer_pool.AHEAD (slices in flight per child)")
+    parser.add_argument("--child-threads", type=int, default=None, help="tokenizer_pool.CHILD_THREADS")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="keep the random model here and reuse it on later runs (one per --mix and --small)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -116,6 +119,9 @@ def main() -> int:
                 backend.graphs = False  # type: ignore[attr-defined]
         return reranker
 
+    if args.ahead is not None:
+        tokenizer_pool.AHEAD = args.ahead
+    tokenizer_pool.CHILD_THREADS = args.child_threads
     pairs, tokenizer = pairs_and_tokenizer(args.mix, args.pairs)
     shape = model_shape(args.small)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +153,7 @@ def main() -> int:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "multi": {"devices": args.devices, "workers": workers, "tokenizer_processes": tokenizer_processes,
+                  "ahead": tokenizer_pool.AHEAD, "child_threads": args.child_threads,
                   "pairs_per_s": round(many_rate, 1),
                   "seconds": many_seconds},
         "speedup": round(many_rate / one_rate, 3),

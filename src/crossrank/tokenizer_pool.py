@@ -2,11 +2,12 @@
 
 With several GPUs the host sets the pace (benchmarks/RESULTS.md, issue 7): two H200s score 4,000 of the benchmark's
 pairs in ~0.5 s, about the time one Python process takes to tokenise them (0.44-0.54 s on a 16-core host), so the
-GPUs wait on the tokenizer. A thread more does not help (the tokenizer's batch call already spreads over every core, and the rest of
-the work holds the interpreter lock), and one child process does not either (the same speed, elsewhere). A
-:class:`TokenizerPool` runs several children, each with the same tokenizer (pickled from the caller's, so settings
-made on it travel too) and the same :class:`~crossrank.tokenize.PairEncoder` settings, and hands consecutive slices
-of pairs to them in turn. Same code, same tokenizer, so the same ids; the slices come back in order.
+GPUs wait on the tokenizer. A thread more does not help (the tokenizer's batch call already spreads over every core,
+and the rest of the work holds the interpreter lock), and one child process does not either (the same speed,
+elsewhere). A :class:`TokenizerPool` runs several children, each with the same tokenizer (pickled from the caller's,
+so settings made on it travel too) and the same :class:`~crossrank.tokenize.PairEncoder` settings, and hands
+consecutive slices of pairs to them in turn. Same code, same tokenizer, so the same ids; the slices come back in
+order.
 
 A child is started as ``python -m crossrank.tokenizer_child`` over a private socket pair (no re-import of the caller's
 script, so scripts need no main guard), with the host's cores shared among the children's tokenizer threads. It reads
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 AHEAD = 2
 """Slices requested from each child before the first of them is read: every child always has its next one queued."""
+CHILD_THREADS: int | None = None
+"""Tokenizer threads in each child; None: the host's cores shared equally among the children."""
 START_TIMEOUT = 120.0
 """Seconds a child may take to start (import transformers, unpickle the tokenizer)."""
 
@@ -115,7 +118,7 @@ class TokenizerPool:
             "tokenizer": tokenizer, "max_length": encoder.max_length, "query_max_length": encoder.query_max_length,
             "fast_join": encoder.fast_join, "chunk_overlap": chunk_overlap,
         })
-        self._threads = max(1, (os.cpu_count() or 1) // processes)
+        self._threads = CHILD_THREADS or max(1, (os.cpu_count() or 1) // processes)
         self._children: list[_Child] = []
         self._lock = threading.Lock()  # one call at a time: answers come back in request order
         try:
