@@ -5,6 +5,8 @@
 Builds random weights of bge-reranker-v2-m3's exact shape (no download), scores the same pairs with
 ``Reranker(device="cuda:0")`` and ``Reranker(devices="0,1")``, and checks the scores are identical. No Ray needed.
 On a machine without two GPUs, ``--devices cpu,cpu --small`` runs the same code on a small model (a smoke test).
+``--mix throughput`` takes throughput.py's shorter texts; ``--tokenizer-processes N`` (0: a thread), ``--no-graphs``,
+``--ahead`` and ``--child-threads`` vary what the several-device run does, for comparisons on one machine.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
     PYTHONPATH=src python benchmarks/multi_gpu_timeline.py --pairs 4000 --out timeline.json
 
-Scores multi_gpu.py's pairs with ``Reranker(devices=...)`` after a warm-up, recording wall-clock spans of each
-tokenisation slice and of each batch's launch (per worker thread), and CUDA events around each batch on its GPU. GPU
-times are placed on the wall clock through one event recorded on each device at the start of the call. Prints the
-totals: how long each GPU was busy, idle before its first batch, idle between batches and idle at the end, and how
-long tokenisation took. Needs CUDA (``--devices cpu,cpu --small`` runs the bookkeeping without GPU events).
+Scores multi_gpu.py's pairs with ``Reranker(devices=...)`` after a warm-up, recording how long the caller waited for
+each tokenised slice (in a thread or in the tokenizer processes), the wall-clock span of each batch's launch (per
+worker thread), and CUDA events around each batch on its GPU. GPU times are placed on the wall clock through one event
+recorded on each device at the start of the call. Prints the totals: how long each GPU was busy, idle before its first
+batch, idle between batches and idle at the end, and the waits for slices. Needs CUDA (``--devices cpu,cpu --small``
+runs the bookkeeping without GPU events).
 """
 
 from __future__ import annotations
