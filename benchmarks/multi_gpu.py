@@ -50,6 +50,13 @@ def model_shape(small: bool) -> dict[str, int]:
     return dict(SMALL_SHAPE if small else throughput.SIZES["v2m3"])
 
 
+def without_graphs(reranker: Reranker) -> Reranker:
+    """``--no-graphs``: every backend of ``reranker`` runs op by op."""
+    for backend in reranker.pool.backends if reranker.pool else [reranker.backend]:
+        backend.graphs = False  # type: ignore[attr-defined]
+    return reranker
+
+
 def pairs_and_tokenizer(mix: str, n: int) -> tuple[list[tuple[str, str]], Any]:
     """``mix="multi"``: :func:`make_pairs` and the test tokenizer (None: build_random_reranker trains it);
     ``"throughput"``: exactly throughput.py's pairs and its 32k-piece tokenizer."""
@@ -116,10 +123,7 @@ def main() -> int:
     args = parser.parse_args()
 
     def graphs_off(reranker: Reranker) -> Reranker:
-        if args.no_graphs:
-            for backend in reranker.pool.backends if reranker.pool else [reranker.backend]:
-                backend.graphs = False  # type: ignore[attr-defined]
-        return reranker
+        return without_graphs(reranker) if args.no_graphs else reranker
 
     if args.ahead is not None:
         tokenizer_pool.AHEAD = args.ahead
@@ -148,10 +152,8 @@ def main() -> int:
     many_rate = len(pairs) / statistics.median(many_seconds)
     max_diff = max(abs(a - b) for a, b in zip(one_scores, many_scores, strict=True))
     result = {
-        "pairs": len(pairs), "mix": args.mix, "graphs": not args.no_graphs,
-        "model_shape": shape, "dtype": args.dtype,
-        "max_length": args.max_length,
-        "max_batch_tokens": budget,
+        "pairs": len(pairs), "mix": args.mix, "graphs": not args.no_graphs, "model_shape": shape, "dtype": args.dtype,
+        "max_length": args.max_length, "max_batch_tokens": budget,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "multi": {"devices": args.devices, "workers": workers, "tokenizer_processes": tokenizer_processes,

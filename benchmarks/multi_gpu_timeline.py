@@ -102,8 +102,7 @@ def main() -> int:
         model_dir = build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
         reranker = Reranker(str(model_dir), devices=args.devices, tokenizer_processes=args.tokenizer_processes)
         if args.no_graphs:
-            for backend in reranker.pool.backends if reranker.pool else [reranker.backend]:
-                backend.graphs = False  # type: ignore[attr-defined]
+            mg.without_graphs(reranker)
         original_slices = reranker._encoded_slices
 
         def encoded_slices(*a: Any) -> Iterator[list[EncodedPair]]:

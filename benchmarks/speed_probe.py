@@ -52,9 +52,9 @@ def compile_whole_layer(backend: PackedBackend) -> None:
     plain = backend._layer
 
     def layer(i: int, x: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int,
-              last: bool) -> torch.Tensor:
+              last: bool, items: torch.Tensor | None = None) -> torch.Tensor:
         if last:
-            return plain(i, x, cu, cu_host, max_len, last)
+            return plain(i, x, cu, cu_host, max_len, last, items)
         w, b = backend.qkv[i]
         return compiled(x, w, b, cu, max_len, *backend.post_weights[i])
 

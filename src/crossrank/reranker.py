@@ -178,9 +178,7 @@ class Reranker:
         mode = long_passages or self.settings.long_passages
         if mode not in LONG_PASSAGE_MODES:
             raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {mode!r}")
-        if mode == "chunk":
-            return self.encoder.encode_chunked(pairs, overlap=self.settings.chunk_overlap)
-        return self.encoder.encode(pairs)
+        return self.encoder.encode_as(pairs, mode, self.settings.chunk_overlap)
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
                     progress: ProgressCallback | None) -> tuple[list[float], list[int]]:

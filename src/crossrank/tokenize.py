@@ -284,6 +284,13 @@ class PairEncoder:
         items = [(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))]
         return self._join(items, list(zip(queries, passages)) if self.fast_join else None)
 
+    def encode_as(self, pairs: Sequence[tuple[str, str]], long_passages: str, chunk_overlap: int) -> list[EncodedPair]:
+        """:meth:`encode` for ``long_passages="truncate"``, :meth:`encode_chunked` (windows ``chunk_overlap`` tokens
+        apart) for ``"chunk"``: what the Reranker and its tokenizer processes run on each slice of pairs."""
+        if long_passages == "chunk":
+            return self.encode_chunked(pairs, overlap=chunk_overlap)
+        return self.encode(pairs)
+
     def encode_chunked(
         self, pairs: Sequence[tuple[str, str]], overlap: int, max_chunks: int | None = None
     ) -> list[EncodedPair]:

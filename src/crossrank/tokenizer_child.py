@@ -52,10 +52,7 @@ def main() -> None:
     while (message := requests.get()) is not None:
         pairs, mode = message
         try:
-            if mode == "chunk":
-                encoded = encoder.encode_chunked(pairs, overlap=spec["chunk_overlap"])
-            else:
-                encoded = encoder.encode(pairs)
+            encoded = encoder.encode_as(pairs, mode, spec["chunk_overlap"])
         except Exception as exc:
             _send_error(conn, exc)
             continue

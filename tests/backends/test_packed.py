@@ -258,7 +258,7 @@ def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch
     cu = torch.tensor([0, 3, 5], dtype=torch.int32)
     items = torch.tensor([0, 65536])
     for _ in range(2):
-        assert backend._attend(q, q, q, cu, cu, 3, first_only=False, items=items) is q
+        assert backend._attend(q, q, q, cu, cu, 3, items=items) is q
     assert calls == ["triton", "varlen", "varlen"] and backend.attention_kind == "varlen"
     assert backend.graphs is False  # graphs need the Triton kernel
     assert "Triton attention kernel failed" in caplog.text
@@ -267,7 +267,7 @@ def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch
     monkeypatch.setattr(packed_module.fused, "varlen_attention_items",
                         lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
     with pytest.raises(torch.OutOfMemoryError):
-        backend._attend(q, q, q, cu, cu, 3, first_only=False, items=items)
+        backend._attend(q, q, q, cu, cu, 3, items=items)
 
 
 @pytest.mark.parametrize(("tokens", "sequences"), [(1, 1), (1024, 16), (1025, 17), (30_000, 150), (32_768, 4000)])

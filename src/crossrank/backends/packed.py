@@ -359,18 +359,18 @@ class PackedBackend:
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor,
-        max_len: int, first_only: bool, items: torch.Tensor | None = None,
+        max_len: int, first: torch.Tensor | None = None, items: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attention within each sequence, ``[tokens, heads, dim]`` (one row per sequence if ``first_only``).
-        ``items``: the Triton kernel's work list, given where that kernel runs this batch."""
+        """Attention within each sequence, ``[tokens, heads, dim]``; where ``first`` (each sequence's first row) is
+        given, for those rows only. ``items``: the Triton kernel's work list, given where that kernel runs this
+        batch."""
+        first_only = first is not None
         if self.attention_kind == "sdpa":
             return _sdpa_per_sequence(q, k, v, cu, cu_host, max_len, first_only)
         n = cu.numel() - 1
-        if first_only:  # each first row; a padding sequence (CUDA graphs) starts at the end: keep it in range
-            first = cu[:-1].long().clamp_max(q.shape[0] - 1)
         if self.attention_kind == "triton" and items is not None:
             try:
-                if first_only:  # the first query block of each sequence, then its first row
+                if first is not None:  # the first query block of each sequence, then its first row
                     firsts = torch.arange(n, device=cu.device, dtype=torch.int64) * fused.ITEM_SEQUENCE
                     return fused.varlen_attention_items(q, k, v, cu, firsts, self.scale)[first]
                 return fused.varlen_attention_items(q, k, v, cu, items, self.scale)
@@ -381,7 +381,7 @@ class PackedBackend:
                             self.device, exc)
                 self.attention_kind = "varlen"
                 self.graphs = False
-        if first_only:
+        if first is not None:
             q = q[first]
             cu_q = torch.arange(n + 1, device=cu.device, dtype=cu.dtype)
             max_q = 1
@@ -407,9 +407,11 @@ class PackedBackend:
         block_m = fused.ATTENTION_CONFIG["BLOCK_M"]
         if graph:
             tokens, sequences, items = graph_bucket(total, n, block_m)
+            work: np.ndarray | None = fused.attention_items(lengths, block_m, size=items)
         else:
             tokens, sequences = total, n
-            items = int((-(-lengths // block_m)).sum()) if self._uses_items(max_len) else 0
+            work = fused.attention_items(lengths, block_m) if self._uses_items(max_len) else None
+            items = 0 if work is None else len(work)
         host = torch.empty(3 * tokens + sequences + 1 + items, dtype=torch.long, pin_memory=self._cuda)
         flat = host.numpy()
         buf = flat[: 3 * tokens].reshape(3, tokens)
@@ -428,8 +430,8 @@ class PackedBackend:
         else:
             buf[2, :total] = 0
         buf[0, total:], buf[1, total:], buf[2, total:] = 0, self.position_offset, 0
-        if items:
-            flat[3 * tokens + sequences + 1 :] = fused.attention_items(lengths, block_m, size=items)
+        if work is not None:
+            flat[3 * tokens + sequences + 1 :] = work
         return _Inputs(host, tokens, sequences, items, host[3 * tokens : 3 * tokens + n + 1], max_len)
 
     def _layer(
@@ -440,10 +442,14 @@ class PackedBackend:
         tokens = x.shape[0]
         qkv = self.linear(x, weight, bias).view(tokens, 3, self.heads, self.head_dim)
         q, k, v = qkv.unbind(1)
-        ctx = self._attend(q, k, v, cu, cu_host, max_len, first_only=last, items=items)
+        first = None
         if last:
-            # Only the first token of each sequence reaches the head: keep those rows for the rest of the layer.
-            x = x[cu[:-1].long().clamp_max(tokens - 1)] if self.attention_kind != "sdpa" else x[cu_host[:-1]]
+            # Only the first token of each sequence reaches the head: attention for those rows, and only those rows
+            # for the rest of the layer. A padding sequence (CUDA graphs) starts at the end: keep it in range.
+            first = cu_host[:-1] if self.attention_kind == "sdpa" else cu[:-1].long().clamp_max(tokens - 1)
+        ctx = self._attend(q, k, v, cu, cu_host, max_len, first=first, items=items)
+        if first is not None:
+            x = x[first]
         ctx = ctx.reshape(ctx.shape[0], -1)
         if self._post_compiled is not None and not last:
             return self._post_compiled(ctx, x, *self.post_weights[i], self.act)
