@@ -6,7 +6,8 @@ Builds random weights of bge-reranker-v2-m3's exact shape (no download), scores 
 ``Reranker(device="cuda:0")`` and ``Reranker(devices="0,1")``, and checks the scores are identical. No Ray needed.
 On a machine without two GPUs, ``--devices cpu,cpu --small`` runs the same code on a small model (a smoke test).
 ``--mix throughput`` takes throughput.py's shorter texts; ``--tokenizer-processes N`` (0: a thread), ``--no-graphs``,
-``--ahead`` and ``--child-threads`` vary what the several-device run does, for comparisons on one machine.
+``--ahead`` and ``--child-threads`` vary what the several-device run does, ``--slice-most`` and ``--slice-growth``
+the tokenisation slices of both runs, for comparisons on one machine.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from crossrank import Reranker
 from crossrank.scoring import run_batches
 from crossrank.testing import build_random_reranker, generated_sentences
 from crossrank.workers import run_batches_on_pool
+from throughput import add_slice_options, apply_slice_options
 
 
 def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -117,6 +119,7 @@ def main() -> int:
                         help="Reranker(tokenizer_processes=...) of the multi-device run; default: the library's")
     parser.add_argument("--ahead", type=int, default=None, help="tokenizer_pool.AHEAD (slices in flight per child)")
     parser.add_argument("--child-threads", type=int, default=None, help="tokenizer_pool.CHILD_THREADS")
+    add_slice_options(parser)
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="keep the random model here and reuse it on later runs (one per --mix and --small)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -128,6 +131,7 @@ def main() -> int:
     if args.ahead is not None:
         tokenizer_pool.AHEAD = args.ahead
     tokenizer_pool.CHILD_THREADS = args.child_threads
+    slices = apply_slice_options(args)
     pairs, tokenizer = pairs_and_tokenizer(args.mix, args.pairs)
     shape = model_shape(args.small)
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,7 +157,7 @@ def main() -> int:
     max_diff = max(abs(a - b) for a, b in zip(one_scores, many_scores, strict=True))
     result = {
         "pairs": len(pairs), "mix": args.mix, "graphs": not args.no_graphs, "model_shape": shape, "dtype": args.dtype,
-        "max_length": args.max_length, "max_batch_tokens": budget,
+        "max_length": args.max_length, "max_batch_tokens": budget, "slices": slices,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "multi": {"devices": args.devices, "workers": workers, "tokenizer_processes": tokenizer_processes,

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import multi_gpu as mg
+import throughput
 from crossrank import Reranker, workers
 from crossrank.backends.base import Backend
 from crossrank.testing import build_random_reranker
@@ -40,6 +41,7 @@ class Recorder:
         self.refs: dict[str, torch.cuda.Event] = {}
         self.slices: list[tuple[float, float, int]] = []
         self.batches: list[dict[str, Any]] = []
+        self.submits: list[tuple[float, float]] = []
 
     def start(self, devices: Sequence[torch.device]) -> None:
         for d in devices:
@@ -55,6 +57,7 @@ class Recorder:
                     self.refs[str(d)] = ev
         self.slices.clear()
         self.batches.clear()
+        self.submits.clear()
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -70,8 +73,10 @@ def main() -> int:
                         help="multi_gpu.py's texts (default) or throughput.py's texts and tokenizer")
     parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
     parser.add_argument("--tokenizer-processes", type=int, default=None, help="Reranker(tokenizer_processes=...)")
+    throughput.add_slice_options(parser)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    slices = throughput.apply_slice_options(args)
 
     rec = Recorder()
     original_launch = workers.launch_batch
@@ -115,6 +120,16 @@ def main() -> int:
                 asked = rec.now()
 
         reranker._encoded_slices = encoded_slices  # type: ignore[method-assign]
+        if reranker.pool is not None:
+            original_submit = reranker.pool.submit
+
+            def submit(work: Any) -> Any:
+                asked = rec.now()
+                future = original_submit(work)
+                rec.submits.append((asked, rec.now()))
+                return future
+
+            reranker.pool.submit = submit  # type: ignore[method-assign]
         devices = [b.device for b in reranker.pool.backends] if reranker.pool else [reranker.device]
         reranker.score(pairs[:256])
         for _ in range(args.repeats):
@@ -127,7 +142,8 @@ def main() -> int:
             runs.append(summarise(rec, devices, wall, len(pairs)))
         reranker.close()
     result = {"pairs": len(pairs), "mix": args.mix, "devices": args.devices, "cpus": os.cpu_count(),
-              "graphs": not args.no_graphs, "tokenizer_processes": args.tokenizer_processes, "runs": runs}
+              "graphs": not args.no_graphs, "tokenizer_processes": args.tokenizer_processes, "slices": slices,
+              "runs": runs}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
@@ -144,6 +160,9 @@ def summarise(rec: Recorder, devices: Sequence[torch.device], wall: float, n: in
         "first_slice_done_s": round(rec.slices[0][1], 4) if rec.slices else None,
         "last_slice_done_s": round(rec.slices[-1][1], 4) if rec.slices else None,
         "per_device": {},
+        # Wall-clock detail in ms: [asked, done, pairs] per slice, [asked, granted] per submit to the worker pool.
+        "slice_spans_ms": [[round(b * 1e3, 1), round(e * 1e3, 1), k] for b, e, k in rec.slices],
+        "submit_spans_ms": [[round(b * 1e3, 1), round(e * 1e3, 1)] for b, e in rec.submits],
     }
     for d in devices:
         rows = [r for r in rec.batches if r["device"] == str(d)]
@@ -154,6 +173,11 @@ def summarise(rec: Recorder, devices: Sequence[torch.device], wall: float, n: in
         if ref is not None and rows:
             spans = sorted((ref.elapsed_time(r["events"][0]) / 1e3, ref.elapsed_time(r["events"][1]) / 1e3)
                            for r in rows)
+            # Per batch, in ms: launch begin and end on the host, GPU begin and end, tokens.
+            entry["batch_spans_ms"] = sorted(
+                [round(r["launch"][0] * 1e3, 1), round(r["launch"][1] * 1e3, 1),
+                 round(ref.elapsed_time(r["events"][0]), 1), round(ref.elapsed_time(r["events"][1]), 1), r["tokens"]]
+                for r in rows)
             busy = sum(e - b for b, e in spans)
             gaps = [spans[k + 1][0] - spans[k][1] for k in range(len(spans) - 1)]
             entry.update(busy_s=round(busy, 4), first_start_s=round(spans[0][0], 4), last_end_s=round(spans[-1][1], 4),

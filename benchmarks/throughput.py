@@ -36,6 +36,23 @@ SIZES = {
 PEAK_TFLOPS = {"cuda": 989.0}  # H100/H200 SXM dense bf16/fp16
 
 
+def add_slice_options(parser: argparse.ArgumentParser) -> None:
+    """``--slice-most``, ``--slice-growth``: crossrank's tokenisation slices (crossrank.reranker.encode_slices)."""
+    parser.add_argument("--slice-most", type=int, default=None, help="reranker.ENCODE_SLICE (pairs in a slice, most)")
+    parser.add_argument("--slice-growth", type=float, default=None, help="reranker.ENCODE_GROWTH")
+
+
+def apply_slice_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Set the slice schedule from :func:`add_slice_options`' flags; returns the schedule in use."""
+    from crossrank import reranker
+
+    if args.slice_most is not None:
+        reranker.ENCODE_SLICE = args.slice_most
+    if args.slice_growth is not None:
+        reranker.ENCODE_GROWTH = args.slice_growth
+    return {"first": reranker.FIRST_ENCODE_SLICE, "most": reranker.ENCODE_SLICE, "growth": reranker.ENCODE_GROWTH}
+
+
 # ---------------------------------------------------------------- synthetic multilingual text and tokenizer
 
 def _words(rng: random.Random) -> list[str]:
@@ -176,8 +193,10 @@ def main() -> None:
                     help="end-to-end timed runs per runner, median reported (3 on GPU, 1 on CPU by default)")
     ap.add_argument("--long-pairs", type=int, default=256)
     ap.add_argument("--model-dir", default=None, help="reuse a model built earlier")
+    add_slice_options(ap)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    slices = apply_slice_options(args)
     dev = args.device
     size = args.size or ("v2m3" if dev == "cuda" else "minilm")
     dtype = args.dtype or ("fp16" if dev == "cuda" else "fp32")
@@ -190,7 +209,7 @@ def main() -> None:
     args.budget = args.budget or default_batch_tokens(torch.device(dev))
     result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                               "torch": torch.__version__, "size": size, "arch": arch, "dtype": dtype,
-                              "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget}
+                              "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget, "slices": slices}
     try:
         import transformers
         result["transformers"] = transformers.__version__

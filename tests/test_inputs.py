@@ -65,6 +65,21 @@ def test_single_pair_form_like_flagreranker(pair: object) -> None:
     assert check_pairs(pair) == [("q", "p")]
 
 
+def test_pairs_of_other_sequence_and_str_types_are_accepted_in_order() -> None:
+    from collections import UserString, namedtuple
+
+    class Text(str):
+        pass
+
+    pair = namedtuple("pair", "query passage")
+    got = check_pairs([("q", "p"), pair("q2", "p2"), ("q3", Text("p3")), ["q4", "p4"]])
+    assert got == [("q", "p"), ("q2", "p2"), ("q3", "p3"), ("q4", "p4")]
+    assert all(type(x) is tuple for x in got)
+    with pytest.raises(TypeError, match=r"pairs\[2\]\[1\] \(the passage\) must be a string, not UserString"):
+        check_pairs([("q", "p"), pair("q2", "p2"), ("q3", UserString("p3"))])
+    assert check_pairs(tuple(("q", f"p{i}") for i in range(3))) == [("q", "p0"), ("q", "p1"), ("q", "p2")]
+
+
 def test_two_pairs_are_not_mistaken_for_one() -> None:
     assert check_pairs([["q", "p"], ["q", "p2"]]) == [("q", "p"), ("q", "p2")]
 

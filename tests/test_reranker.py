@@ -260,13 +260,17 @@ def test_run_batches_queues_device_logits_and_keeps_order_and_oom_splits():
 
 
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 100, 4000])
-def test_encode_slices_start_small_double_and_cover_everything(n):
+@pytest.mark.parametrize("growth", [1.5, 2.0])
+def test_encode_slices_start_small_grow_and_cover_everything(n, growth):
     from crossrank.reranker import encode_slices
 
-    bounds = encode_slices(n, first=64, most=1024)
+    bounds = encode_slices(n, first=16, most=256, growth=growth)
     assert [s for s, _ in bounds[1:]] == [e for _, e in bounds[:-1]], "contiguous"
     assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else bounds == []
     sizes = [e - s for s, e in bounds]
-    assert all(0 < size <= 1024 for size in sizes)
+    assert all(0 < size <= 256 for size in sizes)
     full = sizes[:-1]  # the last slice holds what is left
-    assert full == [min(1024, 64 * 2**k) for k in range(len(full))]
+    want = [16]
+    while len(want) < len(full):
+        want.append(min(256, math.ceil(want[-1] * growth)))
+    assert full == want[: len(full)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,32 +27,41 @@ from crossrank.workers import WorkerPool, submit_batches
 log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
-ENCODE_SLICE = 512
-"""Most pairs tokenised at a time; the next slice is tokenised while the model scores this one. Tokenising a slice
-must take no longer than the GPUs take to score the one before it, or they idle: two H200s score 512 pairs faster than
-the host tokenises 1,024, and with 1,024 they idled ~40 ms at the step from 512 to 1,024 (2 GPUs over 1: 1.73-1.75x
-with 1,024 against 1.85-1.90x with 512, one GPU unchanged; benchmarks/multi_gpu_timeline.py, RESULTS.md)."""
+ENCODE_SLICE = 256
+"""Most pairs tokenised at a time; the next slices are tokenised while the model scores this one. Tokenising a slice
+must take no longer than the GPUs take to score the ones before it, or they idle. With several GPUs the tokenizer
+processes start on their first slices together, so a slice is ready after its own tokenisation: two H200s idled
+~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1: 1.75-1.84x with 512 against 1.83-1.92x with 256
+and ``ENCODE_GROWTH`` 1.5, one GPU unchanged; benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
-"""Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices double up
+"""Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices grow up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
 passages: 45 ms with 16 against 52 ms with 64 on an H100, benchmarks/fused_probe.py)."""
+ENCODE_GROWTH = 1.5
+"""How much each slice grows over the one before it, up to ``ENCODE_SLICE``: slowly enough that each slice is
+tokenised (in a child process of its own, with several devices) before the GPUs finish the ones before it."""
 
 
-def encode_slices(n: int, first: int | None = None, most: int | None = None) -> list[tuple[int, int]]:
-    """``(start, end)`` of the slices that ``n`` pairs are tokenised and scored in: ``first`` pairs, then twice as many
-    each time up to ``most``.
+def encode_slices(n: int, first: int | None = None, most: int | None = None,
+                  growth: float | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of the slices that ``n`` pairs are tokenised and scored in: ``first`` pairs, then ``growth``
+    times as many each time up to ``most`` (defaults: the module's constants). The same slices for any number of
+    devices: the same slices make the same batches, and so identical scores on one device and several.
 
-    >>> encode_slices(1000, first=64, most=256)
+    >>> encode_slices(1000, first=64, most=256, growth=2)
     [(0, 64), (64, 192), (192, 448), (448, 704), (704, 960), (960, 1000)]
+    >>> [end - start for start, end in encode_slices(1000)]
+    [16, 24, 36, 54, 81, 122, 183, 256, 228]
     """
     size = max(1, first if first is not None else FIRST_ENCODE_SLICE)
     most = max(1, most if most is not None else ENCODE_SLICE)
+    growth = ENCODE_GROWTH if growth is None else growth
     size = min(size, most)
     bounds, start = [], 0
     while start < n:
         end = min(n, start + size)
         bounds.append((start, end))
-        start, size = end, min(most, 2 * size)
+        start, size = end, min(most, max(size + 1, math.ceil(size * growth)))
     return bounds
 
 

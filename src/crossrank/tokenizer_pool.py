@@ -153,7 +153,9 @@ class TokenizerPool:
             sent = 0
             try:
                 for j in range(len(bounds)):
-                    while sent < len(bounds) and sent < j + AHEAD * len(children):
+                    # One slice per child before the first answer is read (the first slice comes back sooner), then
+                    # AHEAD per child.
+                    while sent < len(bounds) and sent < j + (AHEAD if j else 1) * len(children):
                         start, end = bounds[sent]
                         conn = children[sent % len(children)].conn
                         assert conn is not None
