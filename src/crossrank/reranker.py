@@ -31,8 +31,9 @@ ENCODE_SLICE = 256
 """Most pairs tokenised at a time; the next slices are tokenised while the model scores this one. Tokenising a slice
 must take no longer than the GPUs take to score the ones before it, or they idle. With several GPUs the tokenizer
 processes start on their first slices together, so a slice is ready after its own tokenisation: two H200s idled
-~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1: 1.75-1.84x with 512 against 1.83-1.92x with 256
-and ``ENCODE_GROWTH`` 1.5, one GPU unchanged; benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
+~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1 on throughput.py's texts: median 1.755x over 7
+runs with 512, 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5, one GPU unchanged; on longer texts 256 measured
+lower in a first comparison; benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices grow up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
@@ -63,6 +64,13 @@ def encode_slices(n: int, first: int | None = None, most: int | None = None,
         bounds.append((start, end))
         start, size = end, min(most, max(size + 1, math.ceil(size * growth)))
     return bounds
+
+
+def _checked_mode(long_passages: str) -> str:
+    """``long_passages`` if it is one of :data:`LONG_PASSAGE_MODES`, else a ValueError that lists them."""
+    if long_passages not in LONG_PASSAGE_MODES:
+        raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
+    return long_passages
 
 
 def _slice_progress(progress: ProgressCallback, offset: int, size: int, total: int) -> ProgressCallback:
@@ -105,8 +113,7 @@ class Reranker:
         devices: str | Sequence[str | torch.device] | None = None,
         tokenizer_processes: int | None = None,
     ) -> None:
-        if long_passages not in LONG_PASSAGE_MODES:
-            raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {long_passages!r}")
+        _checked_mode(long_passages)
         if max_batch_tokens < 0:
             raise ValueError("max_batch_tokens must be at least 1 (or 0 for the device's default)")
         if chunk_overlap < 0:
@@ -185,9 +192,7 @@ class Reranker:
 
     def encode(self, pairs: Sequence[tuple[str, str]], long_passages: str | None = None) -> list[EncodedPair]:
         """Tokenise pairs into model sequences (several per pair when long passages are chunked)."""
-        mode = long_passages or self.settings.long_passages
-        if mode not in LONG_PASSAGE_MODES:
-            raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {mode!r}")
+        mode = _checked_mode(long_passages or self.settings.long_passages)
         return self.encoder.encode_as(pairs, mode, self.settings.chunk_overlap)
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
@@ -196,9 +201,7 @@ class Reranker:
         thread, or with several devices in the tokenizer processes) while the model scores the current one."""
         if not pairs:
             return [], []
-        mode = long_passages or self.settings.long_passages
-        if mode not in LONG_PASSAGE_MODES:
-            raise ValueError(f"long_passages must be one of {LONG_PASSAGE_MODES}, not {mode!r}")
+        mode = _checked_mode(long_passages or self.settings.long_passages)
         bounds = encode_slices(len(pairs))
         pair_of: list[int] = []
         chunk_of: list[int] = []
