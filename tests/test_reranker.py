@@ -274,3 +274,14 @@ def test_encode_slices_start_small_grow_and_cover_everything(n, growth):
     while len(want) < len(full):
         want.append(min(256, math.ceil(want[-1] * growth)))
     assert full == want[: len(full)]
+
+
+def test_an_unknown_long_passages_mode_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(ValueError, match="long_passages must be one of"):
+        Reranker(str(tiny_model_dir), device="cpu", long_passages="split")
+    r = Reranker(str(tiny_model_dir), device="cpu")
+    for call in (lambda: r.score([("q", "p")], long_passages="split"), lambda: r.encode([("q", "p")], "split"),
+                 lambda: r.rerank("q", ["p"], long_passages="split")):
+        with pytest.raises(ValueError, match=r"long_passages must be one of \('truncate', 'chunk'\), not 'split'"):
+            call()
+    assert len(r.score([("q", "p")])) == 1
