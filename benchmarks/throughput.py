@@ -7,9 +7,13 @@ text in and scores out (tokenisation included). Prints a table and writes JSON.
     PYTHONPATH=src python benchmarks/throughput.py --device cuda --json out.json
     # CPU, small N
     PYTHONPATH=src python benchmarks/throughput.py --device cpu --size minilm --pairs 256 --modes e2e --json cpu.json
+    # CPU against the references, taking turns over 5 rounds (this 2-core VM's speed drifts from minute to minute)
+    PYTHONPATH=src python benchmarks/throughput.py --device cpu --size minilm --pairs 256 --modes e2e \
+        --runners packed,flag,ce32 --repeats 5 --interleave --json cpu.json
 
 Modes (``--modes``, comma separated): e2e (pairs/s, the median of ``--repeats`` timed runs after a 64-pair warm-up, and
-peak memory of every runner, order check), model (model-only
+peak memory of every runner, order check; with ``--interleave`` the runners take turns, one timed run each per round,
+which is the fair comparison on a machine whose speed drifts, such as the 2-core CPU VM), model (model-only
 utilisation, pre-tokenised), latency (one query, 100 passages of ~256 tokens, median of 50), long (max_length 8192),
 compile (model-only with torch.compile of the post-attention block).
 """
@@ -193,6 +197,8 @@ def main() -> None:
                     help="end-to-end timed runs per runner, median reported (3 on GPU, 1 on CPU by default)")
     ap.add_argument("--long-pairs", type=int, default=256)
     ap.add_argument("--model-dir", default=None, help="reuse a model built earlier")
+    ap.add_argument("--interleave", action="store_true",
+                    help="e2e: load every runner first, then time one run of each per round (--repeats rounds)")
     add_slice_options(ap)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -209,7 +215,8 @@ def main() -> None:
     args.budget = args.budget or default_batch_tokens(torch.device(dev))
     result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                               "torch": torch.__version__, "size": size, "arch": arch, "dtype": dtype,
-                              "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget, "slices": slices}
+                              "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget, "slices": slices,
+                              "interleave": args.interleave}
     try:
         import transformers
         result["transformers"] = transformers.__version__
@@ -248,44 +255,60 @@ def main() -> None:
         times = [t for _, t in runs]
         return runs[-1][0], statistics.median(times), times
 
+    def e2e_call(name: str, warm: Sequence[tuple[str, str]]) -> Callable[[], list[float]]:
+        """Runner ``name`` loaded and warmed up on ``warm``: a call that scores the benchmark's pairs (logits)."""
+        if name in ("packed", "packed-eager", "padded", "ref32"):
+            # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
+            r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
+                                 "padded" if name == "ref32" else name, args.budget)
+            r.score(warm, normalize=False)
+            return lambda: r.score(pairs, normalize=False)
+        if name == "flag":
+            from FlagEmbedding import FlagReranker
+
+            fr = FlagReranker(str(path), use_fp16=dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
+            fr.compute_score(warm)
+            return lambda: fr.compute_score(pairs, batch_size=128)
+        if name.startswith("ce"):
+            from sentence_transformers import CrossEncoder
+
+            ce = CrossEncoder(str(path), device=dev, max_length=512, activation_fn=torch.nn.Identity(),
+                              model_kwargs={"dtype": torch_dtype})
+            bs = int(name[2:])
+            ce.predict(warm, batch_size=bs)
+            return lambda: [float(x) for x in ce.predict(pairs, batch_size=bs, show_progress_bar=False)]
+        raise SystemExit(f"unknown runner {name}")
+
     if "e2e" in modes:
         e2e: dict[str, Any] = {}
         scores: dict[str, list[float]] = {}
         warm = pairs[:64]
-        for name in runners:
-            peak_reset(dev)
-            if name in ("packed", "packed-eager", "padded", "ref32"):
-                # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
-                r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
-                                     "padded" if name == "ref32" else name, args.budget)
-                r.score(warm, normalize=False)
-                out, secs, times = timed_runs(lambda r=r: r.score(pairs, normalize=False))
-                del r
-            elif name == "flag":
-                from FlagEmbedding import FlagReranker
-
-                fr = FlagReranker(str(path), use_fp16=dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
-                fr.compute_score(warm)
-                out, secs, times = timed_runs(lambda fr=fr: fr.compute_score(pairs, batch_size=128))
-                del fr
-            elif name.startswith("ce"):
-                from sentence_transformers import CrossEncoder
-
-                ce = CrossEncoder(str(path), device=dev, max_length=512, activation_fn=torch.nn.Identity(),
-                                  model_kwargs={"dtype": torch_dtype})
-                bs = int(name[2:])
-                ce.predict(warm, batch_size=bs)
-                out, secs, times = timed_runs(
-                    lambda ce=ce, bs=bs: ce.predict(pairs, batch_size=bs, show_progress_bar=False))
-                out = [float(x) for x in out]
-                del ce
-            else:
-                raise SystemExit(f"unknown runner {name}")
-            scores[name] = list(out)
-            e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
-                         "runs_s": [round(t, 3) for t in times], "peak_gpu_gb": peak_gb(dev),
-                         "peak_reserved_gb": peak_reserved_gb(dev)}
-            print("e2e", name, e2e[name], flush=True)
+        if args.interleave:
+            # Every runner loaded at once, then one timed run of each per round: a machine whose speed drifts
+            # (a shared VM) slows every runner of a round alike. Peak memory is not reported: it would count them all.
+            calls = {name: e2e_call(name, warm) for name in runners}
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            for _ in range(repeats):
+                for name in runners:
+                    out, secs = timed(dev, calls[name])
+                    scores[name] = list(out)
+                    times[name].append(secs)
+            for name in runners:
+                secs = statistics.median(times[name])
+                e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
+                             "runs_s": [round(t, 3) for t in times[name]]}
+                print("e2e", name, e2e[name], flush=True)
+        else:
+            for name in runners:  # one runner at a time, its timed runs one after another
+                peak_reset(dev)
+                call = e2e_call(name, warm)
+                out, secs, run_times = timed_runs(call)
+                del call
+                scores[name] = list(out)
+                e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
+                             "runs_s": [round(t, 3) for t in run_times], "peak_gpu_gb": peak_gb(dev),
+                             "peak_reserved_gb": peak_reserved_gb(dev)}
+                print("e2e", name, e2e[name], flush=True)
         ref = "flag" if "flag" in scores else None
         if ref:
             for name in scores:
