@@ -1,8 +1,8 @@
 """The Triton kernels of crossrank.backends.fused run by Triton's CPU interpreter (``TRITON_INTERPRET=1``), so that
 CI, which has no GPU, checks what they compute. tests/backends/test_fused_gpu.py checks the compiled kernels on CUDA.
 
-The kernels run in one child process (fused_interpreter_run.py says why); the tests here build the inputs, and check
-the outputs against the unfused PyTorch ops in float32.
+The kernels run in one child process (interpreter_run.py says why); the tests here build the inputs, and check the
+outputs against the unfused PyTorch ops in float32.
 
 The interpreter runs each program with NumPy, which has no bfloat16: the attention kernel's ``tl.dot`` in bfloat16
 gives garbage there (not on a GPU), so attention is checked in float16 only. With NumPy 2.4 the interpreter of
@@ -13,10 +13,7 @@ CUDA build of torch pins a Triton of its own.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,15 +67,10 @@ def _cases() -> dict[str, tuple[str, tuple[Any, ...]]]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+def run(run_interpreted: Callable[[str, Any], Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The cases' inputs, and what the interpreted kernels returned for them."""
     cases = _cases()
-    folder = tmp_path_factory.mktemp("interpreted")
-    torch.save(cases, folder / "cases.pt")
-    script = Path(__file__).with_name("fused_interpreter_run.py")
-    subprocess.run([sys.executable, str(script), str(folder / "cases.pt"), str(folder / "out.pt")],
-                   env={**os.environ, "TRITON_INTERPRET": "1"}, check=True, timeout=300)
-    return cases, torch.load(folder / "out.pt")
+    return cases, run_interpreted("kernels", cases)
 
 
 @pytest.mark.parametrize("dtype", list(HALF))
