@@ -13,7 +13,6 @@ model-only pass, and lone GEMMs of the model's shapes through oneDNN and MKL (wh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -118,10 +117,7 @@ def main() -> None:
     linear_us = sum(e.self_cpu_time_total for e in ops if "linear" in e.key)
     result["linear_gflops"] = round(flops / (linear_us * 1e-6) / 1e9, 1)
     result["gemm_gflops"] = gemm_rates()
-    text = json.dumps(result, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    tp.emit(result, args.json)
 
 
 if __name__ == "__main__":

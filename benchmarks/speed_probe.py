@@ -197,10 +197,7 @@ def main() -> None:
     for k, v in ee.items():
         print("e2e", k, v, flush=True)
     out["e2e"] = ee
-    text = json.dumps(out, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    tp.emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,14 @@ SIZES = {
 PEAK_TFLOPS = {"cuda": 989.0}  # H100/H200 SXM dense bf16/fp16
 
 
+def emit(result: dict[str, Any], path: str | None) -> None:
+    """Print ``result`` as JSON, and write it to ``path`` where given."""
+    text = json.dumps(result, indent=1)
+    if path:
+        Path(path).write_text(text)
+    print(text)
+
+
 def add_slice_options(parser: argparse.ArgumentParser) -> None:
     """``--slice-most``, ``--slice-growth``: crossrank's tokenisation slices (crossrank.reranker.encode_slices)."""
     parser.add_argument("--slice-most", type=int, default=None, help="reranker.ENCODE_SLICE (pairs in a slice, most)")
@@ -283,32 +291,30 @@ def main() -> None:
         e2e: dict[str, Any] = {}
         scores: dict[str, list[float]] = {}
         warm = pairs[:64]
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        peaks: dict[str, dict[str, float | None]] = {}
         if args.interleave:
             # Every runner loaded at once, then one timed run of each per round: a machine whose speed drifts
             # (a shared VM) slows every runner of a round alike. Peak memory is not reported: it would count them all.
             calls = {name: e2e_call(name, warm) for name in runners}
-            times: dict[str, list[float]] = {name: [] for name in runners}
             for _ in range(repeats):
                 for name in runners:
                     out, secs = timed(dev, calls[name])
                     scores[name] = list(out)
                     times[name].append(secs)
-            for name in runners:
-                secs = statistics.median(times[name])
-                e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
-                             "runs_s": [round(t, 3) for t in times[name]]}
-                print("e2e", name, e2e[name], flush=True)
         else:
             for name in runners:  # one runner at a time, its timed runs one after another
                 peak_reset(dev)
                 call = e2e_call(name, warm)
-                out, secs, run_times = timed_runs(call)
+                out, _, times[name] = timed_runs(call)
                 del call
                 scores[name] = list(out)
-                e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
-                             "runs_s": [round(t, 3) for t in run_times], "peak_gpu_gb": peak_gb(dev),
-                             "peak_reserved_gb": peak_reserved_gb(dev)}
-                print("e2e", name, e2e[name], flush=True)
+                peaks[name] = {"peak_gpu_gb": peak_gb(dev), "peak_reserved_gb": peak_reserved_gb(dev)}
+        for name in runners:
+            secs = statistics.median(times[name])
+            e2e[name] = {"pairs_per_s": round(len(pairs) / secs, 1), "seconds": round(secs, 3),
+                         "runs_s": [round(t, 3) for t in times[name]], **peaks.get(name, {})}
+            print("e2e", name, e2e[name], flush=True)
         ref = "flag" if "flag" in scores else None
         if ref:
             for name in scores:
@@ -425,10 +431,7 @@ def main() -> None:
         print("long", lg["packed_e2e"], lg.get("speedup_vs_flag_like"), flush=True)
         result["long"] = lg
 
-    text = json.dumps(result, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ from crossrank import Reranker
 from crossrank.backends.packed import PackedBackend
 from crossrank.testing import generated_sentences
 
-pytest.importorskip("triton", minversion="3.9", reason="needs Triton's CPU interpreter, 3.9 or newer")
-
 
 def _pairs(n: int = 8, seed: int = 0) -> list[tuple[str, str]]:
     rng = random.Random(seed)
@@ -40,19 +38,20 @@ def test_the_cuda_path_is_what_ran(interpreted: dict[str, Any]) -> None:
     assert interpreted["attention"] == "triton" and interpreted["fuse"] is True
 
 
-def test_the_cuda_path_matches_the_fp32_reference(tiny_model_dir: Path, interpreted: dict[str, Any]) -> None:
+def test_the_cuda_path_matches_the_fp32_reference(tiny_model_dir: Path, tiny_reranker: Reranker,
+                                                  interpreted: dict[str, Any]) -> None:
     pairs = _pairs()
+    encoded = tiny_reranker.encode(pairs)
+    assert interpreted["lengths"] == [len(e) for e in encoded]
     reference = torch.tensor(Reranker(str(tiny_model_dir), device="cpu", dtype="fp32", backend="padded")
                              .score(pairs, normalize=False))
     # The exact per-sequence attention and PyTorch's LayerNorm in the same dtype: what fp16 itself costs.
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, dtype=torch.float16).eval()
     sdpa = PackedBackend(model, device=torch.device("cpu"), dtype=torch.float16, attention="sdpa", fuse=False,
                          graphs=False)
-    reranker = Reranker(str(tiny_model_dir), device="cpu")
-    fp16 = sdpa.forward(reranker.encode(pairs))
+    fp16 = sdpa.forward(encoded)
     bound = max(2e-2, 1.5 * float((fp16 - reference).abs().max()))
     assert float((interpreted["logits"] - reference).abs().max()) < bound
-    assert interpreted["lengths"] == [len(e) for e in reranker.encode(pairs)]
 
 
 def test_a_batch_padded_to_a_graphs_shape_scores_the_same(interpreted: dict[str, Any]) -> None:
