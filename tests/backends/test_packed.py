@@ -149,9 +149,10 @@ def test_varlen_attention_refused_on_cpu(tiny_reranker: Reranker) -> None:
 
 
 def _ops_run(fn: Callable[[], object]) -> set[str]:
-    from torch.profiler import profile
+    from torch.profiler import ProfilerActivity, profile
 
-    with profile() as prof:
+    # CPU ops only; acc_events: on a CUDA host torch 2.11's profiler otherwise warns that it clears events per cycle
+    with profile(activities=[ProfilerActivity.CPU], acc_events=True) as prof:
         fn()
     return {event.name for event in prof.events()}
 
