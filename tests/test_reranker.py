@@ -215,8 +215,13 @@ def test_slices_tokenised_ahead_give_the_same_scores(tiny_model_dir, monkeypatch
     seen = []
     monkeypatch.setattr(reranker_module, "ENCODE_SLICE", 4)
     sliced = r.rerank("vitamin D", texts, long_passages="chunk", progress=lambda *done_total: seen.append(done_total))
-    assert [(x.index, x.chunk) for x in sliced] == [(x.index, x.chunk) for x in whole]
-    assert [x.raw_score for x in sliced] == pytest.approx([x.raw_score for x in whole], abs=1e-5)
+    # Per passage, not by position: "" and "   " encode alike, so their scores tie, and other batches can round the
+    # tie either way (a 16-core host's BLAS did); same chunk and same score per passage is the claim.
+    by_index = {x.index: x for x in whole}
+    assert sorted(x.index for x in sliced) == sorted(by_index)
+    assert [x.chunk for x in sliced] == [by_index[x.index].chunk for x in sliced]
+    assert [x.raw_score for x in sliced] == pytest.approx([by_index[x.index].raw_score for x in sliced], abs=1e-5)
+    assert [x.raw_score for x in sliced] == sorted((x.raw_score for x in sliced), reverse=True)
     assert seen[-1] == (len(texts), len(texts)) and all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
 
 
