@@ -25,11 +25,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
 from crossrank import Reranker
+from crossrank.devices import DTYPES
 from crossrank.scoring import run_batches
 from fused_probe import gpu_ms, profile, v2m3_model_and_pairs
 
 PEAK_TFLOPS = tp.PEAK_TFLOPS["cuda"]
-HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def plain_gemms(dtype: torch.dtype, tokens: int, hidden: int, inner: int) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def measure(path: Path, pairs: list[tuple[str, str]], dtype: str, budgets: list[
     encoded = r.encoder.encode(pairs)
     lengths = [len(e) for e in encoded]
     flops = tp.model_flops(lengths, layers, hidden)
-    linear_flops = float(sum(2 * n * layers * 12 * hidden * hidden for n in lengths))
+    gemm_flops = tp.linear_flops(lengths, layers, hidden)
     rows: dict[str, Any] = {}
     for budget in budgets:
         run = functools.partial(run_batches, r.backend, encoded, budget)
@@ -71,8 +71,8 @@ def measure(path: Path, pairs: list[tuple[str, str]], dtype: str, budgets: list[
         gemm_s, attn_s = kinds.get("gemm", 0.0) / 1000, kinds.get("attention", 0.0) / 1000
         row = {"backend": r.backend.name, "pairs_per_s": round(len(pairs) / secs, 1),
                "utilisation": round(flops / secs / 1e12 / PEAK_TFLOPS, 4), "profile": prof,
-               "gemm_tflops_in_model": round(linear_flops / gemm_s / 1e12, 1),
-               "attention_tflops_in_model": round((flops - linear_flops) / attn_s / 1e12, 1) if attn_s else None,
+               "gemm_tflops_in_model": round(gemm_flops / gemm_s / 1e12, 1),
+               "attention_tflops_in_model": round((flops - gemm_flops) / attn_s / 1e12, 1) if attn_s else None,
                "gemm_share_of_profiled_wall": round(gemm_s / (prof["wall_ms"] / 1000), 4),
                "utilisation_if_only_gemms_took_time": round(flops / gemm_s / 1e12 / PEAK_TFLOPS, 4)}
         rows[f"{dtype}_{budget // 1024}k"] = row
@@ -96,7 +96,7 @@ def main() -> None:
     print(out, flush=True)
     for dtype in args.dtypes.split(","):  # fp16, bf16
         out["runs"].update(measure(path, pairs, dtype, [int(b) for b in args.budgets.split(",")]))
-        out[f"plain_gemms_{dtype}_32k"] = plain_gemms(HALF[dtype], 32768, hidden, arch["intermediate"])
+        out[f"plain_gemms_{dtype}_32k"] = plain_gemms(DTYPES[dtype], 32768, hidden, arch["intermediate"])
         print("plain", dtype, out[f"plain_gemms_{dtype}_32k"], flush=True)
         torch.cuda.empty_cache()
     tp.emit(out, args.json)

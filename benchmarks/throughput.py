@@ -152,9 +152,14 @@ def peak_reserved_gb(device: str) -> float | None:
     return torch.cuda.max_memory_reserved() / 1e9 if device == "cuda" else None
 
 
+def linear_flops(lengths: Sequence[int], layers: int, hidden: int) -> float:
+    """The linear layers' part of :func:`model_flops` (the GEMMs: QKV, output, up and down projections)."""
+    return float(sum(2 * n * layers * 12 * hidden * hidden for n in lengths))
+
+
 def model_flops(lengths: Sequence[int], layers: int, hidden: int) -> float:
     """REFERENCE.md section 5's count, for any size: linear layers + attention, real tokens only."""
-    return float(sum(2 * n * layers * 12 * hidden * hidden + layers * 4 * n * n * hidden for n in lengths))
+    return linear_flops(lengths, layers, hidden) + float(sum(layers * 4 * n * n * hidden for n in lengths))
 
 
 def order_check(scores: Sequence[float], ref: Sequence[float], per_query: int) -> dict[str, Any]:
