@@ -115,6 +115,8 @@ def main() -> int:
     parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
                         help="this script's texts (default), or throughput.py's texts and tokenizer")
     parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
+    parser.add_argument("--workers", choices=("threads", "processes"), default="threads",
+                        help="the multi-device run's workers (processes: crossrank.processes; no model-only figure)")
     parser.add_argument("--tokenizer-processes", type=int, default=None,
                         help="Reranker(tokenizer_processes=...) of the multi-device run; default: the library's")
     parser.add_argument("--ahead", type=int, default=None, help="tokenizer_pool.AHEAD (slices in flight per child)")
@@ -145,11 +147,11 @@ def main() -> int:
         one_compute = compute_only(one, pairs, args.repeats)
         one.close()
         many = graphs_off(Reranker(str(model_dir), devices=args.devices,  # type: ignore[arg-type]
-                                   tokenizer_processes=args.tokenizer_processes, **common))
-        workers = many.pool.size if many.pool else 1
+                                   tokenizer_processes=args.tokenizer_processes, workers=args.workers, **common))
+        workers = many.processes.size if many.processes else many.pool.size if many.pool else 1
         tokenizer_processes = many.tokenizer_pool.size if many.tokenizer_pool else 0
         many_scores, many_seconds = timed(many, pairs, args.repeats)
-        many_compute = compute_only(many, pairs, args.repeats)
+        many_compute = compute_only(many, pairs, args.repeats) if many.processes is None else None
         many.close()
 
     one_rate = len(pairs) / statistics.median(one_seconds)
@@ -160,14 +162,16 @@ def main() -> int:
         "max_length": args.max_length, "max_batch_tokens": budget, "slices": slices,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
-        "multi": {"devices": args.devices, "workers": workers, "tokenizer_processes": tokenizer_processes,
+        "multi": {"devices": args.devices, "workers": workers, "worker_kind": args.workers,
+                  "tokenizer_processes": tokenizer_processes,
                   "ahead": tokenizer_pool.AHEAD, "child_threads": args.child_threads,
                   "pairs_per_s": round(many_rate, 1),
                   "seconds": many_seconds},
         "speedup": round(many_rate / one_rate, 3),
         # Tokenisation runs once on the CPU either way; the model-only figures show what the extra GPUs give.
-        "compute_only_pairs_per_s": {"single": round(one_compute, 1), "multi": round(many_compute, 1)},
-        "compute_only_speedup": round(many_compute / one_compute, 3),
+        "compute_only_pairs_per_s": {"single": round(one_compute, 1),
+                                     "multi": round(many_compute, 1) if many_compute else None},
+        "compute_only_speedup": round(many_compute / one_compute, 3) if many_compute else None,
         "scores_identical": one_scores == many_scores,
         "max_abs_logit_diff": max_diff,
     }

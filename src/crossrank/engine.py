@@ -154,6 +154,9 @@ class Engine:
     ) -> None:
         if max_queued_pairs < 1:
             raise ValueError("max_queued_pairs must be at least 1")
+        if getattr(reranker, "processes", None) is not None:
+            raise ValueError("the engine batches across requests on worker threads: make the Reranker with "
+                             "workers='threads' (worker processes serve Reranker.score and rerank)")
         self.reranker = reranker
         self.max_queued_pairs = max_queued_pairs
         self.max_batch_tokens = max_batch_tokens or reranker.settings.max_batch_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from crossrank.devices import default_batch_tokens, dtype_name, resolve_device, 
 from crossrank.errors import DeviceError
 from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
 from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
+from crossrank.processes import ProcessWorkers
 from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, start_batches
 from crossrank.settings import ModelSettings
@@ -27,6 +29,7 @@ from crossrank.workers import WorkerPool, submit_batches
 log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
+WORKER_KINDS = ("threads", "processes")
 ENCODE_SLICE = 256
 """Most pairs tokenised at a time; the next slices are tokenised while the model scores this one. Tokenising a slice
 must take no longer than the GPUs take to score the ones before it, or they idle. With several GPUs the tokenizer
@@ -96,6 +99,10 @@ class Reranker:
     replaces ``device``; scores are identical to one device.
     ``tokenizer_processes``: child processes that tokenise (:mod:`crossrank.tokenizer_pool`); None picks 0 for one
     device and 2-8 (one per 4 cores) for several; 0 tokenises in a thread of this process.
+    ``workers``: with several devices, ``"threads"`` (one process; the service's way) or ``"processes"``: one child
+    process per device, each a single-device Reranker tokenising and scoring whole slices, so that no interpreter lock
+    is shared (:mod:`crossrank.processes`; ``score``/``rerank`` only, and this object keeps its own model on the first
+    device as well).
     """
 
     def __init__(
@@ -113,8 +120,11 @@ class Reranker:
         models_dir: str = "models",
         devices: str | Sequence[str | torch.device] | None = None,
         tokenizer_processes: int | None = None,
+        workers: str = "threads",
     ) -> None:
         _checked_mode(long_passages)
+        if workers not in WORKER_KINDS:
+            raise ValueError(f"workers must be one of {WORKER_KINDS}, not {workers!r}")
         if max_batch_tokens < 0:
             raise ValueError("max_batch_tokens must be at least 1 (or 0 for the device's default)")
         if chunk_overlap < 0:
@@ -128,7 +138,8 @@ class Reranker:
         started = time.perf_counter()
         self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
         self.tokenizer, self.model = load_model(self.resolved.path, model, dtype=self.dtype, device=self.device)
-        replicas = [load_model(self.resolved.path, model, dtype=self.dtype, device=d)[1] for d in targets[1:]]
+        in_process = targets[1:] if workers == "threads" else []
+        replicas = [load_model(self.resolved.path, model, dtype=self.dtype, device=d)[1] for d in in_process]
         self.load_seconds = time.perf_counter() - started
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None)
@@ -150,7 +161,7 @@ class Reranker:
         # Several devices: tokenise in child processes, which together keep up with the GPUs where one process does
         # not (crossrank.tokenizer_pool). Where they cannot start, tokenise here as for one device.
         self.tokenizer_pool: TokenizerPool | None = None
-        processes = default_processes(len(targets)) if tokenizer_processes is None else tokenizer_processes
+        processes = default_processes(len(replicas) + 1) if tokenizer_processes is None else tokenizer_processes
         if processes > 0:
             try:
                 self.tokenizer_pool = TokenizerPool(self.tokenizer, self.encoder, chunk_overlap, processes)
@@ -162,14 +173,19 @@ class Reranker:
             backend=self.backend.name, long_passages=long_passages, chunk_overlap=chunk_overlap, models_dir=models_dir,
             devices=",".join(str(d) for d in targets) if len(targets) > 1 else "",
         )
+        self.processes: ProcessWorkers | None = None
+        if workers == "processes" and len(targets) > 1:
+            self.processes = ProcessWorkers(dataclasses.replace(self.settings, devices=""), [str(d) for d in targets])
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings, tokenizer_processes: int | None = None) -> Reranker:
+    def from_settings(cls, settings: ModelSettings, tokenizer_processes: int | None = None,
+                      workers: str = "threads") -> Reranker:
         return cls(
             settings.model, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
             query_max_length=settings.query_max_length, max_batch_tokens=settings.max_batch_tokens,
             backend=settings.backend, long_passages=settings.long_passages, chunk_overlap=settings.chunk_overlap,
             models_dir=settings.models_dir, devices=settings.devices or None, tokenizer_processes=tokenizer_processes,
+            workers=workers,
         )
 
     @property
@@ -187,7 +203,9 @@ class Reranker:
             "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.name,
             "max_length": self.max_length, "query_max_length": self.encoder.query_max_length,
             "max_batch_tokens": self.settings.max_batch_tokens, "long_passages": self.settings.long_passages,
-            "devices": [str(b.device) for b in self.pool.backends] if self.pool else [str(self.device)],
+            "devices": self.processes.devices if self.processes else
+            [str(b.device) for b in self.pool.backends] if self.pool else [str(self.device)],
+            "workers": "processes" if self.processes else "threads",
             "tokenizer_processes": self.tokenizer_pool.size if self.tokenizer_pool else 0,
         }
 
@@ -204,6 +222,8 @@ class Reranker:
             return [], []
         mode = _checked_mode(long_passages or self.settings.long_passages)
         bounds = encode_slices(len(pairs))
+        if self.processes is not None:
+            return self._raw_scores_in_processes(self.processes, pairs, mode, bounds, progress)
         pair_of: list[int] = []
         chunk_of: list[int] = []
         collectors: list[Callable[[], list[float]]] = []
@@ -214,6 +234,37 @@ class Reranker:
                 pair_of += [offset + e.pair for e in encoded]
                 chunk_of += [e.chunk for e in encoded]
         logits = [value for collect in collectors for value in collect()]
+        if len(logits) == len(pairs):
+            return logits, chunk_of
+        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+
+    def _raw_scores_in_processes(self, processes: ProcessWorkers, pairs: Sequence[tuple[str, str]], mode: str,
+                                 bounds: list[tuple[int, int]], progress: ProgressCallback | None
+                                 ) -> tuple[list[float], list[int]]:
+        """:meth:`_raw_scores` with every slice tokenised and scored in a worker process (the same slices, so the
+        same batches and scores). Truncated texts are cut here as the encoder would cut them, so no more than that
+        crosses the pipe."""
+        if mode == "truncate":  # the encoder's own cut (idempotent), so that 10 MB passages do not cross the pipe
+            queries = self.encoder._cut([q for q, _ in pairs], self.encoder.query_max_length)
+            passages = self.encoder._cut([p for _, p in pairs], self.encoder.max_length)
+            pairs = list(zip(queries, passages, strict=True))
+        done = 0
+
+        def on_slice(k: int) -> None:
+            nonlocal done
+            done += bounds[k][1] - bounds[k][0]
+            if progress is not None:
+                progress(done, len(pairs))
+
+        logits: list[float] = []
+        pair_of: list[int] = []
+        chunk_of: list[int] = []
+        for (offset, _), (values, pairs_in_slice, chunks) in zip(
+            bounds, processes.score_slices(pairs, bounds, mode, on_slice), strict=True
+        ):
+            logits += values
+            pair_of += [offset + p for p in pairs_in_slice]
+            chunk_of += chunks
         if len(logits) == len(pairs):
             return logits, chunk_of
         return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
@@ -277,6 +328,9 @@ class Reranker:
         if self.tokenizer_pool is not None:
             self.tokenizer_pool.close()
             self.tokenizer_pool = None
+        if self.processes is not None:
+            self.processes.close()
+            self.processes = None
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
