@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -34,7 +35,9 @@ from crossrank import Reranker
 from crossrank.testing import build_random_reranker
 
 
-def _child(conn: Connection, model_dir: str, device: str, pairs: list[tuple[str, str]]) -> None:
+def _child(conn: Connection, model_dir: str, device: str, pairs: list[tuple[str, str]], threads: int | None) -> None:
+    if threads:  # read by the tokenizer's thread pool when it first starts, which is later than this
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
     reranker = Reranker(model_dir, device=device)
     reranker.score(pairs[: min(256, len(pairs))])  # warm-up
     conn.send("ready")
@@ -53,6 +56,8 @@ def main() -> int:
     parser.add_argument("--devices", default="cuda:0,cuda:1", help="one process per entry")
     parser.add_argument("--mix", choices=("multi", "throughput"), default="multi")
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--child-threads", type=int, default=None,
+                        help="tokenizer threads in each process (default: the tokenizer's own, every core)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -71,7 +76,7 @@ def main() -> int:
         links = []
         for device, part in zip(devices, parts, strict=True):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_child, args=(child, model_dir, device, part))
+            process = ctx.Process(target=_child, args=(child, model_dir, device, part, args.child_threads))
             process.start()
             links.append((parent, process))
         for parent, _ in links:
@@ -94,7 +99,7 @@ def main() -> int:
     one_rate = len(pairs) / statistics.median(one_seconds)
     many_rate = len(pairs) / statistics.median(walls)
     result = {
-        "pairs": len(pairs), "mix": args.mix, "model_shape": shape,
+        "pairs": len(pairs), "mix": args.mix, "model_shape": shape, "child_threads": args.child_threads,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "processes": {"devices": devices, "pairs_per_s": round(many_rate, 1), "wall_seconds": walls,

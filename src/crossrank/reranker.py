@@ -35,9 +35,9 @@ ENCODE_SLICE = 256
 must take no longer than the GPUs take to score the ones before it, or they idle. With several GPUs the tokenizer
 processes start on their first slices together, so a slice is ready after its own tokenisation: two H200s idled
 ~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1 on throughput.py's texts: median 1.755x over 7
-runs with 512 against 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5 on the same machines, one GPU unchanged; 1.849x
-over 18 runs on five machines since; on longer texts 1.82x over 6; benchmarks/multi_gpu.py and multi_gpu_timeline.py,
-RESULTS.md)."""
+runs with 512 against 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5 on the same machines, one GPU unchanged; since
+then 1.846x over 21 runs on 2 x H200s and 1.763x over 7 on 2 x H100s; on longer texts 1.82x over 6;
+benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices grow up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
