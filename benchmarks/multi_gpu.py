@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+import crossrank.processes as processes
 import crossrank.tokenizer_pool as tokenizer_pool
 from crossrank import Reranker
 from crossrank.scoring import run_batches
@@ -115,6 +116,7 @@ def main() -> int:
     parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
                         help="this script's texts (default), or throughput.py's texts and tokenizer")
     parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
+    parser.add_argument("--in-flight", type=int, default=None, help="processes.IN_FLIGHT (slices queued per child)")
     parser.add_argument("--workers", choices=("threads", "processes"), default="threads",
                         help="the multi-device run's workers (processes: crossrank.processes; no model-only figure)")
     parser.add_argument("--tokenizer-processes", type=int, default=None,
@@ -130,6 +132,8 @@ def main() -> int:
     def graphs_off(reranker: Reranker) -> Reranker:
         return without_graphs(reranker) if args.no_graphs else reranker
 
+    if args.in_flight is not None:
+        processes.IN_FLIGHT = args.in_flight
     if args.ahead is not None:
         tokenizer_pool.AHEAD = args.ahead
     tokenizer_pool.CHILD_THREADS = args.child_threads
@@ -163,6 +167,7 @@ def main() -> int:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "multi": {"devices": args.devices, "workers": workers, "worker_kind": args.workers,
+                  "in_flight": processes.IN_FLIGHT,
                   "tokenizer_processes": tokenizer_processes,
                   "ahead": tokenizer_pool.AHEAD, "child_threads": args.child_threads,
                   "pairs_per_s": round(many_rate, 1),

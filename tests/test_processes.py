@@ -45,6 +45,17 @@ def test_processes_score_exactly_like_one_device(tiny_model_dir: Path, in_proces
     assert in_processes.score([]) == []
 
 
+def test_processes_with_a_tapered_end_score_exactly_like_one_device(tiny_model_dir: Path, in_processes: Reranker,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import crossrank.reranker as reranker_module
+
+    monkeypatch.setattr(reranker_module, "ENCODE_TAPER", (128, 64, 32, 16))
+    assert [e - s for s, e in reranker_module.encode_slices(len(PAIRS))][-4:] == [128, 64, 32, 16]
+    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
+    assert in_processes.score(PAIRS, normalize=False) == one.score(PAIRS, normalize=False)
+    one.close()
+
+
 def test_a_failing_slice_raises_its_error_and_the_workers_stay_usable(in_processes: Reranker) -> None:
     workers = in_processes.processes
     assert workers is not None

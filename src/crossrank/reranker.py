@@ -46,27 +46,41 @@ ENCODE_GROWTH = 1.5
 """How much each slice grows over the one before it, up to ``ENCODE_SLICE``: slowly enough that each slice is
 tokenised (in a child process of its own, with several devices) before the GPUs finish the ones before it."""
 
+ENCODE_TAPER: tuple[int, ...] = ()
+"""Sizes of a call's last slices, e.g. ``(128, 64, 32, 16)``, so that worker processes, which take whole slices, finish
+together; empty: no taper. Only where the call has more pairs than the first slice and the taper together."""
+
 
 def encode_slices(n: int, first: int | None = None, most: int | None = None,
-                  growth: float | None = None) -> list[tuple[int, int]]:
+                  growth: float | None = None, taper: Sequence[int] | None = None) -> list[tuple[int, int]]:
     """``(start, end)`` of the slices that ``n`` pairs are tokenised and scored in: ``first`` pairs, then ``growth``
-    times as many each time up to ``most`` (defaults: the module's constants). The same slices for any number of
-    devices: the same slices make the same batches, and so identical scores on one device and several.
+    times as many each time up to ``most``, and the ``taper`` slices last (defaults: the module's constants). The same
+    slices for any number of devices: the same slices make the same batches, and so identical scores on one device
+    and several.
 
     >>> encode_slices(1000, first=64, most=256, growth=2)
     [(0, 64), (64, 192), (192, 448), (448, 704), (704, 960), (960, 1000)]
     >>> [end - start for start, end in encode_slices(1000)]
     [16, 24, 36, 54, 81, 122, 183, 256, 228]
+    >>> [end - start for start, end in encode_slices(1000, taper=(128, 64, 32, 16))]
+    [16, 24, 36, 54, 81, 122, 183, 244, 128, 64, 32, 16]
     """
     size = max(1, first if first is not None else FIRST_ENCODE_SLICE)
     most = max(1, most if most is not None else ENCODE_SLICE)
     growth = ENCODE_GROWTH if growth is None else growth
+    tail = [t for t in (ENCODE_TAPER if taper is None else taper) if t > 0]
+    if n <= size + sum(tail):
+        tail = []
+    head = n - sum(tail)
     size = min(size, most)
     bounds, start = [], 0
-    while start < n:
-        end = min(n, start + size)
+    while start < head:
+        end = min(head, start + size)
         bounds.append((start, end))
         start, size = end, min(most, max(size + 1, math.ceil(size * growth)))
+    for t in tail:
+        bounds.append((start, start + t))
+        start += t
     return bounds
 
 
