@@ -24,7 +24,7 @@ PAIRS = [(TEXTS[i % 5], TEXTS[(i * 13) % len(TEXTS)]) for i in range(1300)]
 
 @pytest.fixture(scope="module")
 def in_processes(tiny_model_dir: Path) -> Reranker:
-    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", workers="processes", max_batch_tokens=512)
+    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512)  # processes: the default
     yield reranker  # type: ignore[misc]
     reranker.close()
 
@@ -34,6 +34,9 @@ def test_processes_score_exactly_like_one_device(tiny_model_dir: Path, in_proces
     assert in_processes.processes is not None and in_processes.processes.size == 2
     assert in_processes.pool is None, "no in-process replicas with worker processes"
     assert in_processes.describe()["workers"] == "processes"
+    # This process keeps the tokenizer only; the children report the backend they chose.
+    assert in_processes.model is None and in_processes.backend is None
+    assert in_processes.describe()["backend"] == one.describe()["backend"] == one.settings.backend
     seen: list[tuple[int, int]] = []
     assert in_processes.score(PAIRS, normalize=False, progress=lambda *d: seen.append(d)) == \
         one.score(PAIRS, normalize=False)
@@ -45,12 +48,13 @@ def test_processes_score_exactly_like_one_device(tiny_model_dir: Path, in_proces
     assert in_processes.score([]) == []
 
 
-def test_processes_with_a_tapered_end_score_exactly_like_one_device(tiny_model_dir: Path, in_processes: Reranker,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_processes_without_a_tapered_end_score_exactly_like_one_device(tiny_model_dir: Path, in_processes: Reranker,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import crossrank.reranker as reranker_module
 
-    monkeypatch.setattr(reranker_module, "ENCODE_TAPER", (128, 64, 32, 16))
-    assert [e - s for s, e in reranker_module.encode_slices(len(PAIRS))][-4:] == [128, 64, 32, 16]
+    assert [e - s for s, e in reranker_module.encode_slices(len(PAIRS))][-4:] == [128, 64, 32, 16]  # the default
+    monkeypatch.setattr(reranker_module, "ENCODE_TAPER", ())
+    assert [e - s for s, e in reranker_module.encode_slices(len(PAIRS))][-2:] == [256, 16]
     one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
     assert in_processes.score(PAIRS, normalize=False) == one.score(PAIRS, normalize=False)
     one.close()

@@ -1,4 +1,4 @@
-"""Several devices of one host, one process each (``Reranker(devices=..., workers="processes")``).
+"""Several devices of one host, one process each: ``Reranker(devices=...)``'s default (``workers="processes"``).
 
 With worker threads (:mod:`crossrank.workers`) one Python process tokenises every pair and launches every GPU's
 kernels, and on two fast GPUs that host side, not the GPUs, sets the pace (benchmarks/RESULTS.md, issue 7). Here each
@@ -10,7 +10,8 @@ the slices it is handed, so nothing is shared but the pipe.
   over its own socket pair (messages framed by :mod:`multiprocessing.connection`) and loads its model once.
 - The parent hands out whole slices, exactly those a single device scores one after the other
   (:func:`crossrank.reranker.encode_slices`), to whichever child has fewest in flight (three at most each). Same slices,
-  same batches, so the scores equal one device's.
+  same batches, so the scores equal one device's. The slices end small (``reranker.ENCODE_TAPER``), so that the
+  children finish together. The parent loads no model of its own, only the tokenizer.
 - A child tokenises its next slice while its device runs the previous one, and answers slices in the order it got
   them. An error in one slice (out of memory even for one pair, say) comes back as that slice's exception.
 """
@@ -59,6 +60,7 @@ class ProcessWorkers:
         self._conns: list[Connection] = []
         self._lock = threading.Lock()  # one call at a time: the children answer in order
         self._broken: str | None = None  # set when a call ended with answers still owed: the order is lost
+        self.backend = ""
         try:
             for device in self.devices:
                 ours, theirs = socket.socketpair()  # private to the two processes: nobody else can connect
@@ -77,6 +79,7 @@ class ProcessWorkers:
                 status, detail = self._wait_ready(child_index)
                 if status != "ready":
                     raise detail if isinstance(detail, BaseException) else WorkerProcessError(str(detail))
+                self.backend = detail  # the backend the children chose (the same in each: same settings and kind)
                 log.info("worker process for %s ready", device)
         except BaseException:
             self.close()

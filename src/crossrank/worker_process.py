@@ -39,7 +39,7 @@ def _serve(conn: Connection, settings: ModelSettings) -> None:
     except Exception as exc:
         _send_error(conn, "error", exc)
         return
-    conn.send(("ready", reranker.backend.name))
+    conn.send(("ready", reranker.settings.backend))
     requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
     encoded: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
