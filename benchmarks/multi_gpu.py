@@ -1,13 +1,15 @@
-"""Throughput of one GPU against several GPUs of the same host (crossrank's WorkerPool), same texts, same scores.
+"""Throughput of one GPU against several GPUs of the same host (crossrank's worker processes), same texts, same scores.
 
     PYTHONPATH=src python benchmarks/multi_gpu.py --pairs 4000 --out results.json
 
 Builds random weights of bge-reranker-v2-m3's exact shape (no download), scores the same pairs with
 ``Reranker(device="cuda:0")`` and ``Reranker(devices="0,1")``, and checks the scores are identical. No Ray needed.
 On a machine without two GPUs, ``--devices cpu,cpu --small`` runs the same code on a small model (a smoke test).
-``--mix throughput`` takes throughput.py's shorter texts; ``--tokenizer-processes N`` (0: a thread), ``--no-graphs``,
-``--ahead`` and ``--child-threads`` vary what the several-device run does, ``--slice-most`` and ``--slice-growth``
-the tokenisation slices of both runs, for comparisons on one machine.
+``--mix throughput`` takes throughput.py's shorter texts. ``--workers threads`` runs the several devices as worker
+threads of this process (the service's engine's way) instead of the default worker processes; with threads,
+``--tokenizer-processes N`` (0: a thread), ``--ahead`` and ``--child-threads`` vary the tokenizer processes and a
+model-only figure is measured too. ``--no-graphs``, ``--in-flight`` and ``--slice-most``/``--slice-growth``/
+``--slice-taper`` (the slices of both runs) are for comparisons on one machine.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+import crossrank.processes as processes
 import crossrank.tokenizer_pool as tokenizer_pool
 from crossrank import Reranker
 from crossrank.scoring import run_batches
@@ -53,7 +56,9 @@ def model_shape(small: bool) -> dict[str, int]:
 
 
 def without_graphs(reranker: Reranker) -> Reranker:
-    """``--no-graphs``: every backend of ``reranker`` runs op by op."""
+    """``--no-graphs``: every backend of ``reranker`` runs op by op (worker threads or one device)."""
+    if reranker.processes is not None:
+        raise SystemExit("--no-graphs reaches the backends of this process only: add --workers threads")
     for backend in reranker.pool.backends if reranker.pool else [reranker.backend]:
         backend.graphs = False  # type: ignore[attr-defined]
     return reranker
@@ -114,7 +119,12 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
     parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
                         help="this script's texts (default), or throughput.py's texts and tokenizer")
-    parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
+    parser.add_argument("--no-graphs", action="store_true",
+                        help="the packed backend without CUDA graphs (one device, and several with --workers threads)")
+    parser.add_argument("--in-flight", type=int, default=None, help="processes.IN_FLIGHT (slices queued per child)")
+    parser.add_argument("--workers", choices=("auto", "threads", "processes"), default="auto",
+                        help="the multi-device run's workers (auto: the library's default, processes; only threads "
+                             "give a model-only figure)")
     parser.add_argument("--tokenizer-processes", type=int, default=None,
                         help="Reranker(tokenizer_processes=...) of the multi-device run; default: the library's")
     parser.add_argument("--ahead", type=int, default=None, help="tokenizer_pool.AHEAD (slices in flight per child)")
@@ -128,6 +138,8 @@ def main() -> int:
     def graphs_off(reranker: Reranker) -> Reranker:
         return without_graphs(reranker) if args.no_graphs else reranker
 
+    if args.in_flight is not None:
+        processes.IN_FLIGHT = args.in_flight
     if args.ahead is not None:
         tokenizer_pool.AHEAD = args.ahead
     tokenizer_pool.CHILD_THREADS = args.child_threads
@@ -145,11 +157,12 @@ def main() -> int:
         one_compute = compute_only(one, pairs, args.repeats)
         one.close()
         many = graphs_off(Reranker(str(model_dir), devices=args.devices,  # type: ignore[arg-type]
-                                   tokenizer_processes=args.tokenizer_processes, **common))
-        workers = many.pool.size if many.pool else 1
+                                   tokenizer_processes=args.tokenizer_processes, workers=args.workers, **common))
+        workers = many.processes.size if many.processes else many.pool.size if many.pool else 1
+        worker_kind = many.describe()["workers"]
         tokenizer_processes = many.tokenizer_pool.size if many.tokenizer_pool else 0
         many_scores, many_seconds = timed(many, pairs, args.repeats)
-        many_compute = compute_only(many, pairs, args.repeats)
+        many_compute = compute_only(many, pairs, args.repeats) if many.processes is None else None
         many.close()
 
     one_rate = len(pairs) / statistics.median(one_seconds)
@@ -160,14 +173,17 @@ def main() -> int:
         "max_length": args.max_length, "max_batch_tokens": budget, "slices": slices,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
-        "multi": {"devices": args.devices, "workers": workers, "tokenizer_processes": tokenizer_processes,
+        "multi": {"devices": args.devices, "workers": workers, "worker_kind": worker_kind,
+                  "in_flight": processes.IN_FLIGHT,
+                  "tokenizer_processes": tokenizer_processes,
                   "ahead": tokenizer_pool.AHEAD, "child_threads": args.child_threads,
                   "pairs_per_s": round(many_rate, 1),
                   "seconds": many_seconds},
         "speedup": round(many_rate / one_rate, 3),
         # Tokenisation runs once on the CPU either way; the model-only figures show what the extra GPUs give.
-        "compute_only_pairs_per_s": {"single": round(one_compute, 1), "multi": round(many_compute, 1)},
-        "compute_only_speedup": round(many_compute / one_compute, 3),
+        "compute_only_pairs_per_s": {"single": round(one_compute, 1),
+                                     "multi": round(many_compute, 1) if many_compute else None},
+        "compute_only_speedup": round(many_compute / one_compute, 3) if many_compute else None,
         "scores_identical": one_scores == many_scores,
         "max_abs_logit_diff": max_diff,
     }

@@ -2,10 +2,10 @@
 
     PYTHONPATH=src python benchmarks/multi_gpu_processes.py --pairs 4000 --out processes.json
 
-crossrank's several-GPU mode (``Reranker(devices=...)``) runs one worker thread per GPU in one Python process, so one
-tokenizer thread and every worker's kernel launches share one interpreter lock (benchmarks/RESULTS.md, issue 7). This
-probe measures how far processes could go (the upper bound; the worker-process designs built after it are in
-RESULTS.md): each of ``--devices`` gets its own spawned process holding a
+With worker threads (``Reranker(devices=..., workers="threads")``, the service's way) one tokenizer thread and every
+worker's kernel launches share one interpreter lock (benchmarks/RESULTS.md, issue 7). This probe measures how far
+processes could go (the upper bound, against which crossrank's worker processes, the default for several devices, are
+measured in RESULTS.md): each of ``--devices`` gets its own spawned process holding a
 plain ``Reranker(device=...)``, the pairs are split into contiguous shares (one per process), every process scores its
 share end to end (tokenisation included) at the same moment, and the wall time runs from the start signal to the last
 result. The one-GPU baseline is measured first, in this process, on the same pairs and weights. Scores are compared too:

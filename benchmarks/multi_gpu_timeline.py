@@ -2,12 +2,12 @@
 
     PYTHONPATH=src python benchmarks/multi_gpu_timeline.py --pairs 4000 --out timeline.json
 
-Scores multi_gpu.py's pairs with ``Reranker(devices=...)`` after a warm-up, recording how long the caller waited for
-each tokenised slice (in a thread or in the tokenizer processes), the wall-clock span of each batch's launch (per
-worker thread), and CUDA events around each batch on its GPU. GPU times are placed on the wall clock through one event
-recorded on each device at the start of the call. Prints the totals: how long each GPU was busy, idle before its first
-batch, idle between batches and idle at the end, and the waits for slices. Needs CUDA (``--devices cpu,cpu --small``
-runs the bookkeeping without GPU events).
+Scores multi_gpu.py's pairs with ``Reranker(devices=..., workers="threads")`` after a warm-up, recording how long the
+caller waited for each tokenised slice (in a thread or in the tokenizer processes), the wall-clock span of each
+batch's launch (per worker thread), and CUDA events around each batch on its GPU. GPU times are placed on the wall
+clock through one event recorded on each device at the start of the call. Prints the totals: how long each GPU was
+busy, idle before its first batch, idle between batches and idle at the end, and the waits for slices. Needs CUDA
+(``--devices cpu,cpu --small`` runs the bookkeeping without GPU events).
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer, **shape)  # type: ignore[arg-type]
-        reranker = Reranker(str(model_dir), devices=args.devices, tokenizer_processes=args.tokenizer_processes)
+        reranker = Reranker(str(model_dir), devices=args.devices, tokenizer_processes=args.tokenizer_processes,
+                            workers="threads")
         if args.no_graphs:
             mg.without_graphs(reranker)
         original_slices = reranker._encoded_slices

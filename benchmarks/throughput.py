@@ -52,6 +52,7 @@ def add_slice_options(parser: argparse.ArgumentParser) -> None:
     """``--slice-most``, ``--slice-growth``: crossrank's tokenisation slices (crossrank.reranker.encode_slices)."""
     parser.add_argument("--slice-most", type=int, default=None, help="reranker.ENCODE_SLICE (pairs in a slice, most)")
     parser.add_argument("--slice-growth", type=float, default=None, help="reranker.ENCODE_GROWTH")
+    parser.add_argument("--slice-taper", default=None, help="reranker.ENCODE_TAPER, e.g. 128,64,32,16")
 
 
 def apply_slice_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,7 +63,10 @@ def apply_slice_options(args: argparse.Namespace) -> dict[str, Any]:
         reranker.ENCODE_SLICE = args.slice_most
     if args.slice_growth is not None:
         reranker.ENCODE_GROWTH = args.slice_growth
-    return {"first": reranker.FIRST_ENCODE_SLICE, "most": reranker.ENCODE_SLICE, "growth": reranker.ENCODE_GROWTH}
+    if args.slice_taper is not None:
+        reranker.ENCODE_TAPER = tuple(int(t) for t in args.slice_taper.split(",") if t)
+    return {"first": reranker.FIRST_ENCODE_SLICE, "most": reranker.ENCODE_SLICE, "growth": reranker.ENCODE_GROWTH,
+            "taper": list(reranker.ENCODE_TAPER)}
 
 
 # ---------------------------------------------------------------- synthetic multilingual text and tokenizer

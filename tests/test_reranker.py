@@ -269,7 +269,7 @@ def test_run_batches_queues_device_logits_and_keeps_order_and_oom_splits():
 def test_encode_slices_start_small_grow_and_cover_everything(n, growth):
     from crossrank.reranker import encode_slices
 
-    bounds = encode_slices(n, first=16, most=256, growth=growth)
+    bounds = encode_slices(n, first=16, most=256, growth=growth, taper=())
     assert [s for s, _ in bounds[1:]] == [e for _, e in bounds[:-1]], "contiguous"
     assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else bounds == []
     sizes = [e - s for s, e in bounds]
@@ -279,6 +279,23 @@ def test_encode_slices_start_small_grow_and_cover_everything(n, growth):
     while len(want) < len(full):
         want.append(min(256, math.ceil(want[-1] * growth)))
     assert full == want[: len(full)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 255, 256, 257, 1000, 4000])
+def test_a_taper_ends_the_slices_with_its_sizes_and_covers_everything(n):
+    from crossrank.reranker import encode_slices
+
+    taper = (128, 64, 32, 16)
+    bounds = encode_slices(n, first=16, most=256, growth=1.5, taper=taper)
+    assert bounds == encode_slices(n, first=16, most=256, growth=1.5), "the default taper"
+    assert [s for s, _ in bounds[1:]] == [e for _, e in bounds[:-1]], "contiguous"
+    assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else bounds == []
+    sizes = [e - s for s, e in bounds]
+    if n > 16 + sum(taper):
+        assert sizes[-4:] == list(taper)
+        assert bounds[:-4] == encode_slices(n - sum(taper), first=16, most=256, growth=1.5, taper=())
+    else:  # too few pairs for a taper: the slices are those without one
+        assert bounds == encode_slices(n, first=16, most=256, growth=1.5, taper=())
 
 
 def test_an_unknown_long_passages_mode_is_a_clear_error(tiny_model_dir):

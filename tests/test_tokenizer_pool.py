@@ -81,8 +81,9 @@ def test_default_processes_only_with_several_devices() -> None:
 
 def test_several_devices_tokenise_in_the_children_with_the_same_scores(tiny_model_dir: Path) -> None:
     one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
-    many = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512)
-    threaded = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0)
+    many = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, workers="threads")
+    threaded = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0,
+                        workers="threads")
     try:
         assert one.tokenizer_pool is None and threaded.tokenizer_pool is None
         assert many.tokenizer_pool is not None and many.tokenizer_pool.size == default_processes(2)
@@ -107,7 +108,7 @@ def test_a_pool_that_cannot_start_leaves_tokenising_in_this_process(tiny_model_d
 
     monkeypatch.setattr(reranker_module, "TokenizerPool", broken)
     with caplog.at_level(logging.WARNING, logger="crossrank.reranker"):
-        r = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512)
+        r = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, workers="threads")
     try:
         assert r.tokenizer_pool is None and "did not start" in caplog.text
         assert len(r.score(PAIRS[:50])) == 50

@@ -94,7 +94,7 @@ def test_resolve_devices() -> None:
 
 @pytest.fixture(scope="module")
 def two_worker_reranker(tiny_model_dir: Path) -> Reranker:
-    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512)
+    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, workers="threads")
     yield reranker  # type: ignore[misc]
     reranker.close()
 
@@ -111,7 +111,7 @@ def test_two_workers_score_exactly_like_one_device(tiny_model_dir: Path, two_wor
 
 def test_settings_round_trip_keeps_the_devices(two_worker_reranker: Reranker) -> None:
     assert two_worker_reranker.settings.devices == "cpu,cpu"
-    again = Reranker.from_settings(two_worker_reranker.settings)
+    again = Reranker.from_settings(two_worker_reranker.settings, workers="threads")
     try:
         assert again.pool is not None and again.pool.size == 2
     finally:

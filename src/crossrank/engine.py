@@ -5,7 +5,7 @@ thread (off the event loop, so the next pairs are ready while the model runs), t
 shared queue. A single worker thread owns the model: it takes a window of queued sequences, packs them under the token
 budget with :func:`crossrank.batching.pack_batches` (so sequences of concurrent requests share batches), runs each batch
 through :func:`crossrank.scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. With
-several devices (``Reranker(devices=...)``) the worker hands each packed batch to the reranker's
+several devices (``Reranker(devices=..., workers="threads")``) the worker hands each packed batch to the reranker's
 :class:`crossrank.workers.WorkerPool`, one thread per device, whichever is free. A
 request whose caller went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself
 is :mod:`crossrank.ranking`'s, exactly as in :class:`crossrank.Reranker`.
@@ -154,7 +154,12 @@ class Engine:
     ) -> None:
         if max_queued_pairs < 1:
             raise ValueError("max_queued_pairs must be at least 1")
+        backend: Backend | None = reranker.backend
+        if backend is None:
+            raise ValueError("the engine batches across requests on worker threads: make the Reranker with "
+                             "workers='threads' (worker processes serve Reranker.score and rerank)")
         self.reranker = reranker
+        self._backend = backend
         self.max_queued_pairs = max_queued_pairs
         self.max_batch_tokens = max_batch_tokens or reranker.settings.max_batch_tokens
         self.window_tokens = self.max_batch_tokens * max(1, window_batches)
@@ -340,7 +345,7 @@ class Engine:
             return window
 
     def _work(self) -> None:
-        padded = self.reranker.backend.padded
+        padded = self._backend.padded
         while True:
             window = self._take_window()
             if window is None:
@@ -358,7 +363,7 @@ class Engine:
         sequences keep queueing on our side and later batches still mix requests)."""
         pool = getattr(self.reranker, "pool", None)
         if pool is None:
-            self._run_batch(items, self.reranker.backend)
+            self._run_batch(items, self._backend)
         else:
             pool.submit(lambda backend: self._run_batch(items, backend))
 

@@ -113,15 +113,23 @@ def validate_config(config: Any, name: str) -> None:
         )
 
 
-def load_model(path: Path, name: str, *, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
-    """Load tokenizer and model from ``path``; refuse a classifier head that ``from_pretrained`` left random."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def load_tokenizer(path: Path, name: str) -> tuple[Any, Any]:
+    """The fast tokenizer and the config at ``path``, refusing configs that are not one-logit cross-encoders."""
+    from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(path)
     validate_config(config, name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(tokenizer, "is_fast", False):
         raise NotARerankerError(f"{name!r} has no fast tokenizer (tokenizer.json); crossrank needs one")
+    return tokenizer, config
+
+
+def load_model(path: Path, name: str, *, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    """Load tokenizer and model from ``path``; refuse a classifier head that ``from_pretrained`` left random."""
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer, _ = load_tokenizer(path, name)
     model, info = AutoModelForSequenceClassification.from_pretrained(
         path, output_loading_info=True, dtype=torch.float32
     )

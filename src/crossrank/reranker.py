@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -16,7 +17,8 @@ from crossrank.backends.base import Backend, create_backend
 from crossrank.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
 from crossrank.errors import DeviceError
 from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
-from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, resolve_model
+from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve_model
+from crossrank.processes import ProcessWorkers
 from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, start_batches
 from crossrank.settings import ModelSettings
@@ -27,14 +29,15 @@ from crossrank.workers import WorkerPool, submit_batches
 log = logging.getLogger(__name__)
 
 LONG_PASSAGE_MODES = ("truncate", "chunk")
+WORKER_KINDS = ("auto", "threads", "processes")
 ENCODE_SLICE = 256
 """Most pairs tokenised at a time; the next slices are tokenised while the model scores this one. Tokenising a slice
 must take no longer than the GPUs take to score the ones before it, or they idle. With several GPUs the tokenizer
 processes start on their first slices together, so a slice is ready after its own tokenisation: two H200s idled
 ~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1 on throughput.py's texts: median 1.755x over 7
-runs with 512 against 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5 on the same machines, one GPU unchanged; since
-then 1.846x over 21 runs on 2 x H200s and 1.763x over 7 on 2 x H100s; on longer texts 1.82x over 6;
-benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
+runs with 512 against 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5 on the same machines, one GPU unchanged;
+since then, worker threads: 1.846x over 21 runs on 2 x H200s and 1.787x over 14 on 2 x H100s; worker processes with
+``ENCODE_TAPER``: 1.841x over 12 on 2 x H100s; benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices grow up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
@@ -43,27 +46,43 @@ ENCODE_GROWTH = 1.5
 """How much each slice grows over the one before it, up to ``ENCODE_SLICE``: slowly enough that each slice is
 tokenised (in a child process of its own, with several devices) before the GPUs finish the ones before it."""
 
+ENCODE_TAPER: tuple[int, ...] = (128, 64, 32, 16)
+"""Sizes of a call's last slices (only where the call has more pairs than the first slice and these together), so that
+worker processes, which each take whole slices, finish together: on one 2 x H100 machine they gave 1.822x and 1.831x
+one GPU with it against 1.740x and 1.776x without, one GPU unchanged (benchmarks/multi_gpu.py, RESULTS.md, ninth
+session). One device and several slice alike, so their scores stay identical."""
+
 
 def encode_slices(n: int, first: int | None = None, most: int | None = None,
-                  growth: float | None = None) -> list[tuple[int, int]]:
+                  growth: float | None = None, taper: Sequence[int] | None = None) -> list[tuple[int, int]]:
     """``(start, end)`` of the slices that ``n`` pairs are tokenised and scored in: ``first`` pairs, then ``growth``
-    times as many each time up to ``most`` (defaults: the module's constants). The same slices for any number of
-    devices: the same slices make the same batches, and so identical scores on one device and several.
+    times as many each time up to ``most``, and the ``taper`` slices last (defaults: the module's constants). The same
+    slices for any number of devices: the same slices make the same batches, and so identical scores on one device
+    and several.
 
-    >>> encode_slices(1000, first=64, most=256, growth=2)
+    >>> encode_slices(1000, first=64, most=256, growth=2, taper=())
     [(0, 64), (64, 192), (192, 448), (448, 704), (704, 960), (960, 1000)]
     >>> [end - start for start, end in encode_slices(1000)]
+    [16, 24, 36, 54, 81, 122, 183, 244, 128, 64, 32, 16]
+    >>> [end - start for start, end in encode_slices(1000, taper=())]
     [16, 24, 36, 54, 81, 122, 183, 256, 228]
     """
     size = max(1, first if first is not None else FIRST_ENCODE_SLICE)
     most = max(1, most if most is not None else ENCODE_SLICE)
     growth = ENCODE_GROWTH if growth is None else growth
+    tail = [t for t in (ENCODE_TAPER if taper is None else taper) if t > 0]
+    if n <= size + sum(tail):
+        tail = []
+    head = n - sum(tail)
     size = min(size, most)
     bounds, start = [], 0
-    while start < n:
-        end = min(n, start + size)
+    while start < head:
+        end = min(head, start + size)
         bounds.append((start, end))
         start, size = end, min(most, max(size + 1, math.ceil(size * growth)))
+    for t in tail:
+        bounds.append((start, start + t))
+        start += t
     return bounds
 
 
@@ -91,11 +110,15 @@ class Reranker:
     beside the query, ``chunk_overlap`` tokens apart, and keep the best).
     ``max_batch_tokens``: tokens in one batch (longest pairs first, no padding on the packed backend); 0 picks the
     device's default (32,768 on GPU, 2,048 on CPU).
-    ``devices``: several devices of this host, one model replica and one long-lived worker thread each, batches going
-    to whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
+    ``devices``: several devices of this host, one long-lived worker and one model replica each, work going to
+    whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
     ``tokenizer_processes``: child processes that tokenise (:mod:`crossrank.tokenizer_pool`); None picks 0 for one
     device and 2-8 (one per 4 cores) for several; 0 tokenises in a thread of this process.
+    ``workers``: with several devices, ``"processes"`` (``"auto"``, the default): one child process per device, each a
+    single-device Reranker tokenising and scoring whole slices, sharing no interpreter lock (:mod:`crossrank.processes`;
+    this object keeps only the tokenizer); or ``"threads"``: the replicas in this process, one worker thread each,
+    which the service's :class:`crossrank.engine.Engine` needs to batch across requests.
     """
 
     def __init__(
@@ -113,8 +136,11 @@ class Reranker:
         models_dir: str = "models",
         devices: str | Sequence[str | torch.device] | None = None,
         tokenizer_processes: int | None = None,
+        workers: str = "auto",
     ) -> None:
         _checked_mode(long_passages)
+        if workers not in WORKER_KINDS:
+            raise ValueError(f"workers must be one of {WORKER_KINDS}, not {workers!r}")
         if max_batch_tokens < 0:
             raise ValueError("max_batch_tokens must be at least 1 (or 0 for the device's default)")
         if chunk_overlap < 0:
@@ -125,12 +151,19 @@ class Reranker:
         self.device = targets[0]
         self.dtype = resolve_dtype(dtype, self.device)
         max_batch_tokens = max_batch_tokens or default_batch_tokens(self.device)
+        # Several devices in worker processes (the default for several): each child loads its own model; this
+        # process keeps only the tokenizer (for the cuts and the limits) and hands out slices.
+        in_processes = len(targets) > 1 and workers != "threads"
         started = time.perf_counter()
         self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
-        self.tokenizer, self.model = load_model(self.resolved.path, model, dtype=self.dtype, device=self.device)
-        replicas = [load_model(self.resolved.path, model, dtype=self.dtype, device=d)[1] for d in targets[1:]]
-        self.load_seconds = time.perf_counter() - started
-        config = self.model.config
+        self.model: Any = None
+        replicas: list[Any] = []
+        if in_processes:
+            self.tokenizer, config = load_tokenizer(self.resolved.path, model)
+        else:
+            self.tokenizer, self.model = load_model(self.resolved.path, model, dtype=self.dtype, device=self.device)
+            config = self.model.config
+            replicas = [load_model(self.resolved.path, model, dtype=self.dtype, device=d)[1] for d in targets[1:]]
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and config.model_type in ("xlm-roberta", "roberta", "camembert"):
             limit -= config.pad_token_id + 1  # RoBERTa positions start after the padding index
@@ -138,20 +171,22 @@ class Reranker:
             self.tokenizer, max_length=max_length, query_max_length=query_max_length, model_max_length=limit
         )
         pad = self.tokenizer.pad_token_id or 0
-        self.backend: Backend = create_backend(backend, self.model, pad_token_id=pad, device=self.device,
-                                               dtype=self.dtype)
-        # One long-lived worker per device when there are several; a single device runs on the caller's thread.
+        self.backend: Backend | None = None
+        if self.model is not None:
+            self.backend = create_backend(backend, self.model, pad_token_id=pad, device=self.device, dtype=self.dtype)
+        # Worker threads: one long-lived worker per device when there are several; a single device runs on the
+        # caller's thread.
         self.pool: WorkerPool | None = None
-        if replicas:
+        if self.backend is not None and replicas:
             self.pool = WorkerPool([self.backend] + [
                 create_backend(backend, m, pad_token_id=pad, device=d, dtype=self.dtype)
                 for m, d in zip(replicas, targets[1:], strict=True)
             ])
-        # Several devices: tokenise in child processes, which together keep up with the GPUs where one process does
+        # Worker threads: tokenise in child processes, which together keep up with the GPUs where one process does
         # not (crossrank.tokenizer_pool). Where they cannot start, tokenise here as for one device.
         self.tokenizer_pool: TokenizerPool | None = None
-        processes = default_processes(len(targets)) if tokenizer_processes is None else tokenizer_processes
-        if processes > 0:
+        processes = default_processes(len(replicas) + 1) if tokenizer_processes is None else tokenizer_processes
+        if processes > 0 and not in_processes:
             try:
                 self.tokenizer_pool = TokenizerPool(self.tokenizer, self.encoder, chunk_overlap, processes)
             except Exception as exc:
@@ -159,17 +194,25 @@ class Reranker:
         self.settings = ModelSettings(
             model=model, device=str(self.device), dtype=dtype_name(self.dtype), max_length=max_length,
             query_max_length=self.encoder.query_max_length, max_batch_tokens=max_batch_tokens,
-            backend=self.backend.name, long_passages=long_passages, chunk_overlap=chunk_overlap, models_dir=models_dir,
+            backend=self.backend.name if self.backend else backend, long_passages=long_passages,
+            chunk_overlap=chunk_overlap, models_dir=models_dir,
             devices=",".join(str(d) for d in targets) if len(targets) > 1 else "",
         )
+        self.processes: ProcessWorkers | None = None
+        if in_processes:
+            self.processes = ProcessWorkers(dataclasses.replace(self.settings, devices=""), [str(d) for d in targets])
+            self.settings = dataclasses.replace(self.settings, backend=self.processes.backend)
+        self.load_seconds = time.perf_counter() - started
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings, tokenizer_processes: int | None = None) -> Reranker:
+    def from_settings(cls, settings: ModelSettings, tokenizer_processes: int | None = None,
+                      workers: str = "auto") -> Reranker:
         return cls(
             settings.model, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
             query_max_length=settings.query_max_length, max_batch_tokens=settings.max_batch_tokens,
             backend=settings.backend, long_passages=settings.long_passages, chunk_overlap=settings.chunk_overlap,
             models_dir=settings.models_dir, devices=settings.devices or None, tokenizer_processes=tokenizer_processes,
+            workers=workers,
         )
 
     @property
@@ -184,10 +227,12 @@ class Reranker:
         """Model, device, dtype and limits, for reports and the service's /info."""
         return {
             "model": self.model_name, "path": str(self.resolved.path), "source": self.resolved.source,
-            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.name,
+            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.settings.backend,
             "max_length": self.max_length, "query_max_length": self.encoder.query_max_length,
             "max_batch_tokens": self.settings.max_batch_tokens, "long_passages": self.settings.long_passages,
-            "devices": [str(b.device) for b in self.pool.backends] if self.pool else [str(self.device)],
+            "devices": self.processes.devices if self.processes else
+            [str(b.device) for b in self.pool.backends] if self.pool else [str(self.device)],
+            "workers": "processes" if self.processes else "threads",
             "tokenizer_processes": self.tokenizer_pool.size if self.tokenizer_pool else 0,
         }
 
@@ -204,6 +249,8 @@ class Reranker:
             return [], []
         mode = _checked_mode(long_passages or self.settings.long_passages)
         bounds = encode_slices(len(pairs))
+        if self.processes is not None:
+            return self._raw_scores_in_processes(self.processes, pairs, mode, bounds, progress)
         pair_of: list[int] = []
         chunk_of: list[int] = []
         collectors: list[Callable[[], list[float]]] = []
@@ -214,6 +261,37 @@ class Reranker:
                 pair_of += [offset + e.pair for e in encoded]
                 chunk_of += [e.chunk for e in encoded]
         logits = [value for collect in collectors for value in collect()]
+        if len(logits) == len(pairs):
+            return logits, chunk_of
+        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+
+    def _raw_scores_in_processes(self, processes: ProcessWorkers, pairs: Sequence[tuple[str, str]], mode: str,
+                                 bounds: list[tuple[int, int]], progress: ProgressCallback | None
+                                 ) -> tuple[list[float], list[int]]:
+        """:meth:`_raw_scores` with every slice tokenised and scored in a worker process (the same slices, so the
+        same batches and scores). Truncated texts are cut here as the encoder would cut them, so no more than that
+        crosses the pipe."""
+        if mode == "truncate":  # the encoder's own cut (idempotent), so that 10 MB passages do not cross the pipe
+            queries = self.encoder._cut([q for q, _ in pairs], self.encoder.query_max_length)
+            passages = self.encoder._cut([p for _, p in pairs], self.encoder.max_length)
+            pairs = list(zip(queries, passages, strict=True))
+        done = 0
+
+        def on_slice(k: int) -> None:
+            nonlocal done
+            done += bounds[k][1] - bounds[k][0]
+            if progress is not None:
+                progress(done, len(pairs))
+
+        logits: list[float] = []
+        pair_of: list[int] = []
+        chunk_of: list[int] = []
+        for (offset, _), (values, pairs_in_slice, chunks) in zip(
+            bounds, processes.score_slices(pairs, bounds, mode, on_slice), strict=True
+        ):
+            logits += values
+            pair_of += [offset + p for p in pairs_in_slice]
+            chunk_of += chunks
         if len(logits) == len(pairs):
             return logits, chunk_of
         return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
@@ -240,6 +318,7 @@ class Reranker:
         not idle at slice boundaries (same batches either way, so the same scores)."""
         if self.pool is not None:
             return submit_batches(self.pool, encoded, self.settings.max_batch_tokens, progress)
+        assert self.backend is not None, "one device, or worker threads"
         return start_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
 
     def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
@@ -277,6 +356,9 @@ class Reranker:
         if self.tokenizer_pool is not None:
             self.tokenizer_pool.close()
             self.tokenizer_pool = None
+        if self.processes is not None:
+            self.processes.close()
+            self.processes = None
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

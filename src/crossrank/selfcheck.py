@@ -71,7 +71,7 @@ def run_checks(settings: ModelSettings) -> Iterator[CheckResult]:
         yield CheckResult("load", "fail", f"{type(exc).__name__}: {exc}",
                           "check the model folder is complete (config.json, tokenizer.json, weights)")
         return
-    yield CheckResult("load", "ok", f"{load:.1f} s, backend {reranker.backend.name}")
+    yield CheckResult("load", "ok", f"{load:.1f} s, backend {reranker.settings.backend}")
     try:
         started = time.perf_counter()
         score = reranker.score([("what is the capital of France?", "Paris is the capital of France.")])[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -104,3 +105,18 @@ def test_other_settings_are_refused_on_an_existing_output(tiny_reranker: Reranke
     (tmp_path / "other" / "notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(ValueError, match="not a crossrank batch output"):
         run_local(tiny_reranker, small, tmp_path / "other")
+
+
+def test_a_job_on_two_devices_scores_like_one(tiny_reranker: Reranker, flat_parquet: Path, tmp_path: Path) -> None:
+    # Several devices: the library's worker processes (the default), the same slices, so the same scores.
+    settings = dataclasses.replace(tiny_reranker.settings, devices="cpu,cpu")
+    two = Reranker.from_settings(settings)
+    try:
+        assert two.describe()["workers"] == "processes" and two.describe()["devices"] == ["cpu", "cpu"]
+        run_local(two, flat_parquet, tmp_path / "two", part_rows=1000)
+    finally:
+        two.close()
+    run_local(tiny_reranker, flat_parquet, tmp_path / "one", part_rows=1000)
+    one, many = read_output(tmp_path / "one"), read_output(tmp_path / "two")
+    assert many.column("raw_score").to_pylist() == one.column("raw_score").to_pylist()
+    assert many.column("rank").to_pylist() == one.column("rank").to_pylist()

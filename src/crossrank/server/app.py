@@ -81,8 +81,9 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             from crossrank.reranker import Reranker
 
             log.info("loading model %s", settings.model.model)
-            # The engine tokenises each request in a thread of its own: no tokenizer processes (Reranker.score's).
-            reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0)
+            # The engine tokenises each request in a thread of its own (no tokenizer processes, Reranker.score's)
+            # and batches across requests on worker threads, one per device.
+            reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0, "threads")
             current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs)
         current.add_batch_listener(metrics.observe_batch)
         metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
