@@ -113,8 +113,9 @@ class Reranker:
     ``devices``: several devices of this host, one long-lived worker and one model replica each, work going to
     whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
-    ``tokenizer_processes``: child processes that tokenise (:mod:`crossrank.tokenizer_pool`); None picks 0 for one
-    device and 2-8 (one per 4 cores) for several; 0 tokenises in a thread of this process.
+    ``tokenizer_processes``: with one device or worker threads, child processes that tokenise
+    (:mod:`crossrank.tokenizer_pool`); None picks 0 for one device and 2-8 (one per 4 cores) for several worker
+    threads; 0 tokenises in a thread of this process. Worker processes each tokenise their own slices.
     ``workers``: with several devices, ``"processes"`` (``"auto"``, the default): one child process per device, each a
     single-device Reranker tokenising and scoring whole slices, sharing no interpreter lock (:mod:`crossrank.processes`;
     this object keeps only the tokenizer); or ``"threads"``: the replicas in this process, one worker thread each,
