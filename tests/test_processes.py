@@ -68,6 +68,27 @@ def test_a_failing_slice_raises_its_error_and_the_workers_stay_usable(in_process
     assert len(in_processes.score(PAIRS[:40])) == 40
 
 
+class Stop(Exception):
+    pass
+
+
+def test_an_interrupted_call_leaves_the_workers_usable(tiny_model_dir: Path, in_processes: Reranker) -> None:
+    # Ctrl-C, or a progress callback that raises, between messages: slices are still owed by the children. The next
+    # call takes those first, so its answers are its own.
+    def stop_early(done: int, _total: int) -> None:
+        if done > 100:
+            raise Stop
+
+    with pytest.raises(Stop):
+        in_processes.score(PAIRS, progress=stop_early)
+    workers = in_processes.processes
+    assert workers is not None and sum(workers._owed) > 0
+    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
+    assert in_processes.score(PAIRS[:300], normalize=False) == one.score(PAIRS[:300], normalize=False)
+    assert sum(workers._owed) == 0
+    one.close()
+
+
 def test_a_child_that_cannot_load_its_model_fails_the_start(tmp_path: Path) -> None:
     settings = ModelSettings(model=str(tmp_path / "no-such-model"), device="cpu")
     with pytest.raises(Exception, match="no-such-model"):

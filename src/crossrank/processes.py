@@ -14,6 +14,8 @@ the slices it is handed, so nothing is shared but the pipe.
   children finish together. The parent loads no model of its own, only the tokenizer.
 - A child tokenises its next slice while its device runs the previous one, and answers slices in the order it got
   them. An error in one slice (out of memory even for one pair, say) comes back as that slice's exception.
+- A call interrupted (Ctrl-C, a progress callback that raises) leaves answers owed; the next call takes them first.
+  Only a child that died, or an interrupt in the middle of a message, makes the workers unusable (a clear error).
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class ProcessWorkers:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._conns: list[Connection] = []
         self._lock = threading.Lock()  # one call at a time: the children answer in order
-        self._broken: str | None = None  # set when a call ended with answers still owed: the order is lost
+        self._broken: str | None = None  # set when a call stopped mid-message: the stream, and the order, are lost
+        self._owed = [0] * len(devices)  # answers each child still sends for a call that was interrupted
+        self._in_io = False  # sending or receiving a message and noting it (an interrupt there loses track)
         self.backend = ""
         try:
             for device in self.devices:
@@ -106,24 +110,39 @@ class ProcessWorkers:
         with self._lock:
             if self._broken is not None:
                 raise WorkerProcessError(f"the worker processes are unusable: {self._broken}; make a new Reranker")
+            queued: list[deque[int]] = [deque() for _ in self._conns]
             try:
-                results, errors = self._score_slices(pairs, bounds, mode, on_slice)
+                self._drain_owed()
+                results, errors = self._score_slices(pairs, bounds, mode, on_slice, queued)
             except WorkerProcessError as exc:
                 self._broken = str(exc)
                 raise
-            except BaseException as exc:  # interrupted with answers still owed
-                self._broken = f"a call was interrupted ({type(exc).__name__})"
+            except BaseException as exc:  # interrupted (Ctrl-C, or the progress callback raised)
+                if self._in_io:
+                    self._broken = f"a call was interrupted mid-message ({type(exc).__name__})"
+                else:  # between messages: the next call first takes the answers still owed, and goes on
+                    self._owed = [owed + len(q) for owed, q in zip(self._owed, queued, strict=True)]
                 raise
         if errors:  # every answer is in: the children are in step for the next call
             raise errors[min(errors)]
         return [results[k] for k in range(len(bounds))]
 
+    def _drain_owed(self) -> None:
+        """Take and drop the answers an interrupted call left owed, so that each child's next answer is this call's."""
+        for child in range(len(self._owed)):
+            while self._owed[child]:
+                self._in_io = True
+                self._recv(child)
+                self._owed[child] -= 1
+                self._in_io = False
+
     def _score_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]], mode: str,
-                      on_slice: Callable[[int], None] | None
+                      on_slice: Callable[[int], None] | None, queued: list[deque[int]]
                       ) -> tuple[dict[int, SliceResult], dict[int, BaseException]]:
+        """Hand out the slices and collect the answers; ``queued`` (the caller's, so that it knows what is owed if
+        this is interrupted) holds each child's slices sent and not yet answered."""
         results: dict[int, SliceResult] = {}
         errors: dict[int, BaseException] = {}
-        queued: list[deque[int]] = [deque() for _ in self._conns]
         todo = deque(range(len(bounds)))
         while todo or any(queued):
             while todo:
@@ -132,13 +151,18 @@ class ProcessWorkers:
                     break
                 k = todo.popleft()
                 start, end = bounds[k]
-                self._send(child, ("slice", list(pairs[start:end]), mode))
+                message = ("slice", list(pairs[start:end]), mode)
+                self._in_io = True  # a message and its bookkeeping: an interrupt here loses track
+                self._send(child, message)
                 queued[child].append(k)
+                self._in_io = False
             for conn in wait([self._conns[c] for c in range(len(queued)) if queued[c]]):
                 assert isinstance(conn, Connection)
                 child = self._conns.index(conn)
-                k = queued[child].popleft()
+                self._in_io = True
                 status, payload = self._recv(child)
+                k = queued[child].popleft()
+                self._in_io = False
                 if status == "done":
                     results[k] = payload
                 else:
