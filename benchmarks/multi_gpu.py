@@ -107,18 +107,23 @@ def compute_only(reranker: Reranker, pairs: list[tuple[str, str]], repeats: int)
     return len(pairs) / statistics.median(seconds)
 
 
+def add_run_options(parser: argparse.ArgumentParser, mix: str = "multi") -> None:
+    """The options the several-GPU scripts share: pairs, devices, calls, model size, texts."""
+    parser.add_argument("--pairs", type=int, default=4000)
+    parser.add_argument("--devices", default="0,1", help="the several devices (all | 0,1 | cpu,cpu)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
+    parser.add_argument("--mix", choices=("multi", "throughput"), default=mix,
+                        help=f"multi_gpu.py's texts, or throughput.py's texts and tokenizer (default: {mix})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=4000)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_run_options(parser)
     parser.add_argument("--single", default="cuda:0", help="the one-device baseline")
-    parser.add_argument("--devices", default="0,1", help="the multi-device run (all | 0,1 | cpu,cpu)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--max-batch-tokens", type=int, default=0, help="0: the library's default for the device")
-    parser.add_argument("--small", action="store_true", help="a 2-layer model instead of v2-m3's shape (smoke test)")
-    parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
-                        help="this script's texts (default), or throughput.py's texts and tokenizer")
     parser.add_argument("--no-graphs", action="store_true",
                         help="the packed backend without CUDA graphs (one device, and several with --workers threads)")
     parser.add_argument("--in-flight", type=int, default=None, help="processes.IN_FLIGHT (slices queued per child)")

@@ -65,12 +65,7 @@ class Recorder:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=4000)
-    parser.add_argument("--devices", default="0,1")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--small", action="store_true")
-    parser.add_argument("--mix", choices=("multi", "throughput"), default="multi",
-                        help="multi_gpu.py's texts (default) or throughput.py's texts and tokenizer")
+    mg.add_run_options(parser)
     parser.add_argument("--no-graphs", action="store_true", help="the packed backend without CUDA graphs")
     parser.add_argument("--tokenizer-processes", type=int, default=None, help="Reranker(tokenizer_processes=...)")
     throughput.add_slice_options(parser)
