@@ -143,3 +143,18 @@ def test_one_device_with_processes_runs_in_process(tiny_model_dir: Path) -> None
     reranker = Reranker(str(tiny_model_dir), device="cpu", workers="processes")
     assert reranker.processes is None and dataclasses.asdict(reranker.settings)["devices"] == ""
     reranker.close()
+
+
+def test_auto_falls_back_to_threads_where_processes_are_not_supported(tiny_model_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import crossrank.processes as processes
+
+    monkeypatch.setattr(processes, "SUPPORTED", False)  # as on Windows: no pass_fds
+    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0)
+    try:
+        assert reranker.processes is None and reranker.pool is not None
+        assert reranker.describe()["workers"] == "threads"
+    finally:
+        reranker.close()
+    with pytest.raises(WorkerProcessError, match="POSIX"):
+        Reranker(str(tiny_model_dir), devices="cpu,cpu", workers="processes")

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -42,6 +43,8 @@ IN_FLIGHT = 3
 child never has to wait for the parent before it tokenises the next."""
 START_TIMEOUT = 600.0
 """Seconds a child may take to connect and load its model."""
+SUPPORTED = os.name == "posix"
+"""Children inherit their end of the socket by file descriptor (``pass_fds``), which only POSIX systems offer."""
 
 SliceResult = tuple[list[float], list[int], list[int]]
 """One slice's logits, and for each logit the pair (within the slice) and passage chunk it belongs to."""
@@ -57,6 +60,8 @@ class ProcessWorkers:
     def __init__(self, settings: ModelSettings, devices: Sequence[str]) -> None:
         if not devices:
             raise ValueError("process workers need at least one device")
+        if not SUPPORTED:
+            raise WorkerProcessError("worker processes need a POSIX system (Linux, macOS); use workers='threads'")
         self.devices = list(devices)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._conns: list[Connection] = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from crossrank import processes as worker_processes
 from crossrank.backends.base import Backend, create_backend
 from crossrank.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
 from crossrank.errors import DeviceError
@@ -116,10 +117,11 @@ class Reranker:
     ``tokenizer_processes``: with one device or worker threads, child processes that tokenise
     (:mod:`crossrank.tokenizer_pool`); None picks 0 for one device and 2-8 (one per 4 cores) for several worker
     threads; 0 tokenises in a thread of this process. Worker processes each tokenise their own slices.
-    ``workers``: with several devices, ``"processes"`` (``"auto"``, the default): one child process per device, each a
-    single-device Reranker tokenising and scoring whole slices, sharing no interpreter lock (:mod:`crossrank.processes`;
-    this object keeps only the tokenizer); or ``"threads"``: the replicas in this process, one worker thread each,
-    which the service's :class:`crossrank.engine.Engine` needs to batch across requests.
+    ``workers``: with several devices, ``"processes"`` (``"auto"``, the default, on POSIX systems): one child process
+    per device, each a single-device Reranker tokenising and scoring whole slices, sharing no interpreter lock
+    (:mod:`crossrank.processes`; this object keeps only the tokenizer); or ``"threads"`` (``"auto"`` elsewhere): the
+    replicas in this process, one worker thread each, which the service's :class:`crossrank.engine.Engine` needs to
+    batch across requests.
     """
 
     def __init__(
@@ -152,9 +154,11 @@ class Reranker:
         self.device = targets[0]
         self.dtype = resolve_dtype(dtype, self.device)
         max_batch_tokens = max_batch_tokens or default_batch_tokens(self.device)
-        # Several devices in worker processes (the default for several): each child loads its own model; this
-        # process keeps only the tokenizer (for the cuts and the limits) and hands out slices.
-        in_processes = len(targets) > 1 and workers != "threads"
+        # Several devices in worker processes (the default for several, where the system has them): each child loads
+        # its own model; this process keeps only the tokenizer (for the cuts and the limits) and hands out slices.
+        in_processes = len(targets) > 1 and (
+            workers == "processes" or (workers == "auto" and worker_processes.SUPPORTED)
+        )
         started = time.perf_counter()
         self.resolved: ResolvedModel = resolve_model(model, models_dir=models_dir)
         self.model: Any = None
