@@ -19,7 +19,6 @@ from crossrank.devices import default_batch_tokens, dtype_name, resolve_device, 
 from crossrank.errors import DeviceError
 from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
 from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve_model
-from crossrank.processes import ProcessWorkers
 from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
 from crossrank.scoring import ProgressCallback, start_batches
 from crossrank.settings import ModelSettings
@@ -190,7 +189,7 @@ class Reranker:
         # Worker threads: tokenise in child processes, which together keep up with the GPUs where one process does
         # not (crossrank.tokenizer_pool). Where they cannot start, tokenise here as for one device.
         self.tokenizer_pool: TokenizerPool | None = None
-        processes = default_processes(len(replicas) + 1) if tokenizer_processes is None else tokenizer_processes
+        processes = default_processes(len(targets)) if tokenizer_processes is None else tokenizer_processes
         if processes > 0 and not in_processes:
             try:
                 self.tokenizer_pool = TokenizerPool(self.tokenizer, self.encoder, chunk_overlap, processes)
@@ -203,9 +202,9 @@ class Reranker:
             chunk_overlap=chunk_overlap, models_dir=models_dir,
             devices=",".join(str(d) for d in targets) if len(targets) > 1 else "",
         )
-        self.processes: ProcessWorkers | None = None
+        self.processes: worker_processes.ProcessWorkers | None = None
         if in_processes:
-            self.processes = ProcessWorkers(dataclasses.replace(self.settings, devices=""), [str(d) for d in targets])
+            self.processes = worker_processes.ProcessWorkers(self.settings, [str(d) for d in targets])
             self.settings = dataclasses.replace(self.settings, backend=self.processes.backend)
         self.load_seconds = time.perf_counter() - started
 
@@ -255,7 +254,16 @@ class Reranker:
         mode = _checked_mode(long_passages or self.settings.long_passages)
         bounds = encode_slices(len(pairs))
         if self.processes is not None:
-            return self._raw_scores_in_processes(self.processes, pairs, mode, bounds, progress)
+            logits, pair_of, chunk_of = self._logits_in_processes(self.processes, pairs, mode, bounds, progress)
+        else:
+            logits, pair_of, chunk_of = self._logits_here(pairs, mode, bounds, progress)
+        if len(logits) == len(pairs):
+            return logits, chunk_of
+        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+
+    def _logits_here(self, pairs: Sequence[tuple[str, str]], mode: str, bounds: list[tuple[int, int]],
+                     progress: ProgressCallback | None) -> tuple[list[float], list[int], list[int]]:
+        """Every sequence's logit, with the pair and passage chunk it belongs to, scored on this process's device(s)."""
         pair_of: list[int] = []
         chunk_of: list[int] = []
         collectors: list[Callable[[], list[float]]] = []
@@ -265,15 +273,12 @@ class Reranker:
                 collectors.append(self._start_batches(encoded, on_batch))
                 pair_of += [offset + e.pair for e in encoded]
                 chunk_of += [e.chunk for e in encoded]
-        logits = [value for collect in collectors for value in collect()]
-        if len(logits) == len(pairs):
-            return logits, chunk_of
-        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+        return [value for collect in collectors for value in collect()], pair_of, chunk_of
 
-    def _raw_scores_in_processes(self, processes: ProcessWorkers, pairs: Sequence[tuple[str, str]], mode: str,
-                                 bounds: list[tuple[int, int]], progress: ProgressCallback | None
-                                 ) -> tuple[list[float], list[int]]:
-        """:meth:`_raw_scores` with every slice tokenised and scored in a worker process (the same slices, so the
+    def _logits_in_processes(self, processes: worker_processes.ProcessWorkers, pairs: Sequence[tuple[str, str]],
+                             mode: str, bounds: list[tuple[int, int]], progress: ProgressCallback | None
+                             ) -> tuple[list[float], list[int], list[int]]:
+        """:meth:`_logits_here` with every slice tokenised and scored in a worker process (the same slices, so the
         same batches and scores). Truncated texts are cut here as the encoder would cut them, so no more than that
         crosses the pipe."""
         if mode == "truncate":  # the encoder's own cut (idempotent), so that 10 MB passages do not cross the pipe
@@ -297,9 +302,7 @@ class Reranker:
             logits += values
             pair_of += [offset + p for p in pairs_in_slice]
             chunk_of += chunks
-        if len(logits) == len(pairs):
-            return logits, chunk_of
-        return aggregate_chunks(pair_of, chunk_of, logits, len(pairs))
+        return logits, pair_of, chunk_of
 
     def _encoded_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]],
                         mode: str) -> Generator[list[EncodedPair], None, None]:
