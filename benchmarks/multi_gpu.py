@@ -107,6 +107,12 @@ def compute_only(reranker: Reranker, pairs: list[tuple[str, str]], repeats: int)
     return len(pairs) / statistics.median(seconds)
 
 
+def fewest_in_flight(in_flight: list[int], _queued_work: list[int], limit: int) -> int | None:
+    """``--pick count``: ``processes.pick_child`` as it was, by slices in flight only."""
+    child = min(range(len(in_flight)), key=lambda c: in_flight[c])
+    return child if in_flight[child] < limit else None
+
+
 def add_run_options(parser: argparse.ArgumentParser, mix: str = "multi") -> None:
     """The options the several-GPU scripts share: pairs, devices, calls, model size, texts."""
     parser.add_argument("--pairs", type=int, default=4000)
@@ -130,6 +136,9 @@ def main() -> int:
     parser.add_argument("--workers", choices=("auto", "threads", "processes"), default="auto",
                         help="the multi-device run's workers (auto: the library's default, processes; only threads "
                              "give a model-only figure)")
+    parser.add_argument("--pick", choices=("work", "count"), default="work",
+                        help="worker processes: the next slice goes to the child with least work queued (the "
+                             "library's), or with fewest slices in flight (before the tenth session)")
     parser.add_argument("--tokenizer-processes", type=int, default=None,
                         help="Reranker(tokenizer_processes=...) of the multi-device run; default: the library's")
     parser.add_argument("--ahead", type=int, default=None, help="tokenizer_pool.AHEAD (slices in flight per child)")
@@ -145,6 +154,8 @@ def main() -> int:
 
     if args.in_flight is not None:
         processes.IN_FLIGHT = args.in_flight
+    if args.pick == "count":
+        processes.pick_child = fewest_in_flight
     if args.ahead is not None:
         tokenizer_pool.AHEAD = args.ahead
     tokenizer_pool.CHILD_THREADS = args.child_threads
@@ -179,7 +190,7 @@ def main() -> int:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "single": {"device": args.single, "pairs_per_s": round(one_rate, 1), "seconds": one_seconds},
         "multi": {"devices": args.devices, "workers": workers, "worker_kind": worker_kind,
-                  "in_flight": processes.IN_FLIGHT,
+                  "in_flight": processes.IN_FLIGHT, "pick": args.pick,
                   "tokenizer_processes": tokenizer_processes,
                   "ahead": tokenizer_pool.AHEAD, "child_threads": args.child_threads,
                   "pairs_per_s": round(many_rate, 1),

@@ -5,8 +5,10 @@
 Scores multi_gpu.py's pairs with ``Reranker(devices=...)``, whose children run as benchmarks/processes_trace_child.py
 (the library's own child, timed). For each call and each child it prints how long its GPU was busy and idle (before
 its first batch, between batches, after its last until the call returned), and blames each idle gap between two slices
-on the first step of the next slice not done when the GPU went idle: its arrival from the parent, its tokenising, or
-else its launch (the host). Gaps between batches of one slice are the launch's. Needs CUDA for the GPU figures;
+on the first step of the next slice not done when the GPU went idle: its arrival from the parent (with the parent's
+tokenizer processes, the default, that includes their tokenising), its tokenising in the child
+(``--tokenizer-processes 0``), or else its launch (the host). Gaps between batches of one slice are the launch's.
+Needs CUDA for the GPU figures;
 ``--devices cpu,cpu --small`` runs the bookkeeping (host spans only) as a smoke test.
 """
 
@@ -55,6 +57,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mg.add_run_options(parser, mix="throughput")
     parser.add_argument("--in-flight", type=int, default=None, help="processes.IN_FLIGHT (slices queued per child)")
+    parser.add_argument("--tokenizer-processes", type=int, default=None,
+                        help="Reranker(tokenizer_processes=...); 0: the worker processes tokenise")
     throughput.add_slice_options(parser)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -70,7 +74,8 @@ def main() -> int:
         model_dir = build_random_reranker(Path(tmp) / "m", tokenizer=tokenizer,  # type: ignore[arg-type]
                                           **mg.model_shape(args.small))
         processes.subprocess = _TracedSubprocess(trace_dir)  # type: ignore[assignment]
-        reranker = Reranker(str(model_dir), devices=args.devices, workers="processes")
+        reranker = Reranker(str(model_dir), devices=args.devices, workers="processes",
+                            tokenizer_processes=args.tokenizer_processes)
         workers = reranker.processes
         assert workers is not None, "worker processes need several devices"
         pids = [p.pid for p in workers._procs]
@@ -80,13 +85,19 @@ def main() -> int:
             begin = time.perf_counter()
             reranker.score(pairs, normalize=False)
             calls.append((begin, time.perf_counter()))
+        procs = list(workers._procs)
         reranker.close()  # the children write their traces as they stop
+        missing = [f"pid {p.pid} (exit code {p.returncode})" for p in procs
+                   if not (trace_dir / f"child-{p.pid}.json").exists()]
+        if missing:
+            raise SystemExit(f"no trace from the child(ren) {', '.join(missing)}; their messages are on stderr")
         traces = [json.loads((trace_dir / f"child-{pid}.json").read_text(encoding="utf-8")) for pid in pids]
     runs = [{"wall_s": round(end - begin, 4), "pairs_per_s": round(len(pairs) / (end - begin), 1),
              "children": [{"device": device} | summarise_child(trace, begin, end)
                           for device, trace in zip(devices, traces, strict=True)]}
             for begin, end in calls]
     result = {"pairs": len(pairs), "mix": args.mix, "devices": devices, "cpus": os.cpu_count(), "slices": slices,
+              "tokenizer_processes": args.tokenizer_processes,
               "in_flight": processes.IN_FLIGHT, "runs": runs,
               "median_pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs)}
     text = json.dumps(result, indent=1)

@@ -38,10 +38,10 @@ def _reference(device: torch.device) -> None:
     if str(device) in REFERENCE:
         return
     with torch.cuda.device(device):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
         event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        torch.cuda.synchronize()
+        event.record(torch.cuda.current_stream(device))
+        torch.cuda.synchronize(device)
     REFERENCE[str(device)] = (event, time.perf_counter())
 
 
@@ -52,8 +52,11 @@ def _wrap() -> None:
 
     def timed_recv(self: Connection) -> Any:
         message = recv(self)
-        if message[0] == "slice":
-            TRACE["arrived"].append([time.perf_counter(), len(message[1])])
+        if message[0] in ("pairs", "encoded"):
+            now = time.perf_counter()
+            TRACE["arrived"].append([now, len(message[1])])
+            if message[0] == "encoded":  # tokenised by the parent's tokenizer processes: ready as it arrives
+                TRACE["encoded"].append([now, now, len(message[1])])
         return message
 
     def timed_send(self: Connection, message: Any) -> None:
@@ -79,14 +82,15 @@ def _wrap() -> None:
         cuda = backend.device.type == "cuda"
         if cuda:
             _reference(backend.device)
+            stream = torch.cuda.current_stream(backend.device)  # the stream the batch runs on, on its own GPU
             begin_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin_event.record()
+            begin_event.record(stream)
         begin = time.perf_counter()
         parts = launch(backend, batch)
         row: dict[str, Any] = {"slice": SLICE[0], "tokens": sum(len(e) for e in batch),
                                "launch": [begin, time.perf_counter()], "device": str(backend.device)}
         if cuda:
-            end_event.record()
+            end_event.record(stream)
             row["events"] = (begin_event, end_event)
         with LOCK:
             TRACE["batches"].append(row)
@@ -103,14 +107,19 @@ def _dump() -> None:
     for row in TRACE["batches"]:
         events = row.pop("events", None)
         if events is not None:
-            reference, wall = REFERENCE[row["device"]]
-            events[1].synchronize()
-            row["gpu"] = [wall + reference.elapsed_time(e) / 1e3 for e in events]
+            try:
+                reference, wall = REFERENCE[row["device"]]
+                events[1].synchronize()
+                row["gpu"] = [wall + reference.elapsed_time(e) / 1e3 for e in events]
+            except Exception as exc:  # written down, so that the host spans still come back
+                TRACE.setdefault("errors", []).append(repr(exc))
     path = Path(os.environ["CROSSRANK_TRACE_DIR"]) / f"child-{os.getpid()}.json"
     path.write_text(json.dumps(TRACE), encoding="utf-8")
 
 
 if __name__ == "__main__":
     _wrap()
-    worker_process.main()
-    _dump()
+    try:
+        worker_process.main()
+    finally:
+        _dump()

@@ -13,9 +13,10 @@ import pytest
 
 from crossrank import Reranker
 from crossrank.engine import Engine
-from crossrank.processes import ProcessWorkers, WorkerProcessError
+from crossrank.processes import ProcessWorkers, WorkerProcessError, pick_child, slice_work
 from crossrank.settings import ModelSettings
 from crossrank.testing import generated_sentences
+from crossrank.tokenize import EncodedPair
 
 TEXTS = list(generated_sentences(300, seed=21))
 # Many tokenisation slices (16, 24, 36, ... then 256 at a time), so both children get several.
@@ -34,8 +35,10 @@ def test_processes_score_exactly_like_one_device(tiny_model_dir: Path, in_proces
     assert in_processes.processes is not None and in_processes.processes.size == 2
     assert in_processes.pool is None, "no in-process replicas with worker processes"
     assert in_processes.describe()["workers"] == "processes"
-    # This process keeps the tokenizer only; the children report the backend they chose.
+    # This process keeps the tokenizer only (its tokenizer processes tokenise the slices); the children report the
+    # backend they chose.
     assert in_processes.model is None and in_processes.backend is None
+    assert in_processes.tokenizer_pool is not None and in_processes.describe()["tokenizer_processes"] >= 2
     assert in_processes.describe()["backend"] == one.describe()["backend"] == one.settings.backend
     seen: list[tuple[int, int]] = []
     assert in_processes.score(PAIRS, normalize=False, progress=lambda *d: seen.append(d)) == \
@@ -60,11 +63,37 @@ def test_processes_without_a_tapered_end_score_exactly_like_one_device(tiny_mode
     one.close()
 
 
+def test_processes_that_tokenise_their_own_slices_score_exactly_like_one_device(tiny_model_dir: Path) -> None:
+    # No tokenizer processes (or where they cannot start): each worker process tokenises the texts it is sent.
+    many = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0)
+    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
+    try:
+        assert many.processes is not None and many.tokenizer_pool is None
+        assert many.score(PAIRS, normalize=False) == one.score(PAIRS, normalize=False)
+        query = "which city is the capital"
+        assert many.rerank(query, TEXTS, long_passages="chunk") == one.rerank(query, TEXTS, long_passages="chunk")
+    finally:
+        many.close()
+        one.close()
+
+
+def test_the_next_slice_goes_to_the_child_with_least_work_queued_among_those_with_room() -> None:
+    assert pick_child([2, 2], [900, 300], limit=3) == 1  # both have room: the one that will finish first
+    assert pick_child([1, 2], [900, 300], limit=3) == 1  # least work, not fewest slices
+    assert pick_child([3, 0], [0, 900], limit=3) == 1  # the other is full
+    assert pick_child([2, 2, 2], [300, 300, 300], limit=3) == 0  # a tie: the first
+    assert pick_child([1, 2], [300, 300], limit=3) == 0  # the same work: fewest slices
+    assert pick_child([3, 3], [0, 0], limit=3) is None  # all full: wait for an answer
+    encoded = [EncodedPair([0, 5, 6, 2], None, 0, 0), EncodedPair([0, 7, 2], None, 1, 0)]
+    assert slice_work(("encoded", encoded)) == 7  # tokens, where tokenised already
+    assert slice_work(("pairs", [("q", "p")] * 5, "truncate")) == 5  # else pairs
+
+
 def test_a_failing_slice_raises_its_error_and_the_workers_stay_usable(in_processes: Reranker) -> None:
     workers = in_processes.processes
     assert workers is not None
     with pytest.raises(ValueError, match="long_passages must be one of"):
-        workers.score_slices(PAIRS, [(0, 10), (10, 20), (20, 30)], "bogus")
+        workers.score_slices([("pairs", PAIRS[start:start + 10], "bogus") for start in (0, 10, 20)])
     assert len(in_processes.score(PAIRS[:40])) == 40
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,7 +37,8 @@ processes start on their first slices together, so a slice is ready after its ow
 ~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1 on throughput.py's texts: median 1.755x over 7
 runs with 512 against 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5 on the same machines, one GPU unchanged;
 since then, worker threads: 1.846x over 21 runs on 2 x H200s and 1.787x over 14 on 2 x H100s; worker processes with
-``ENCODE_TAPER``: 1.841x over 12 on 2 x H100s; benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
+``ENCODE_TAPER``: 1.841x over 12 on 2 x H100s, and fed by the tokenizer processes 1.854x over 12; benchmarks/
+multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices grow up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
@@ -113,11 +114,11 @@ class Reranker:
     ``devices``: several devices of this host, one long-lived worker and one model replica each, work going to
     whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
-    ``tokenizer_processes``: with one device or worker threads, child processes that tokenise
-    (:mod:`crossrank.tokenizer_pool`); None picks 0 for one device and 2-8 (one per 4 cores) for several worker
-    threads; 0 tokenises in a thread of this process. Worker processes each tokenise their own slices.
+    ``tokenizer_processes``: child processes that tokenise (:mod:`crossrank.tokenizer_pool`); None picks 0 for one
+    device and 2-8 (one per 4 cores) for several. 0: a thread of this process tokenises, or with worker processes
+    each of them its own slices.
     ``workers``: with several devices, ``"processes"`` (``"auto"``, the default, on POSIX systems): one child process
-    per device, each a single-device Reranker tokenising and scoring whole slices, sharing no interpreter lock
+    per device, each a single-device Reranker scoring whole slices, sharing no interpreter lock
     (:mod:`crossrank.processes`; this object keeps only the tokenizer); or ``"threads"`` (``"auto"`` elsewhere): the
     replicas in this process, one worker thread each, which the service's :class:`crossrank.engine.Engine` needs to
     batch across requests.
@@ -186,11 +187,12 @@ class Reranker:
                 create_backend(backend, m, pad_token_id=pad, device=d, dtype=self.dtype)
                 for m, d in zip(replicas, targets[1:], strict=True)
             ])
-        # Worker threads: tokenise in child processes, which together keep up with the GPUs where one process does
-        # not (crossrank.tokenizer_pool). Where they cannot start, tokenise here as for one device.
+        # Several devices: tokenise in child processes, which together keep up with the GPUs where one process does
+        # not (crossrank.tokenizer_pool). Where they cannot start, the worker processes tokenise their own slices,
+        # and worker threads tokenise here as for one device.
         self.tokenizer_pool: TokenizerPool | None = None
         processes = default_processes(len(targets)) if tokenizer_processes is None else tokenizer_processes
-        if processes > 0 and not in_processes:
+        if processes > 0:
             try:
                 self.tokenizer_pool = TokenizerPool(self.tokenizer, self.encoder, chunk_overlap, processes)
             except Exception as exc:
@@ -204,7 +206,12 @@ class Reranker:
         )
         self.processes: worker_processes.ProcessWorkers | None = None
         if in_processes:
-            self.processes = worker_processes.ProcessWorkers(self.settings, [str(d) for d in targets])
+            try:
+                self.processes = worker_processes.ProcessWorkers(self.settings, [str(d) for d in targets])
+            except BaseException:
+                if self.tokenizer_pool is not None:
+                    self.tokenizer_pool.close()
+                raise
             self.settings = dataclasses.replace(self.settings, backend=self.processes.backend)
         self.load_seconds = time.perf_counter() - started
 
@@ -278,13 +285,19 @@ class Reranker:
     def _logits_in_processes(self, processes: worker_processes.ProcessWorkers, pairs: Sequence[tuple[str, str]],
                              mode: str, bounds: list[tuple[int, int]], progress: ProgressCallback | None
                              ) -> tuple[list[float], list[int], list[int]]:
-        """:meth:`_logits_here` with every slice tokenised and scored in a worker process (the same slices, so the
-        same batches and scores). Truncated texts are cut here as the encoder would cut them, so no more than that
-        crosses the pipe."""
+        """:meth:`_logits_here` with every slice scored in a worker process (the same slices, so the same batches
+        and scores), tokenised by the tokenizer processes, or where there are none by the worker process itself.
+        Truncated texts are cut here as the encoder would cut them, so no more than that crosses the pipes."""
         if mode == "truncate":  # the encoder's own cut (idempotent), so that 10 MB passages do not cross the pipe
             queries = self.encoder._cut([q for q, _ in pairs], self.encoder.query_max_length)
             passages = self.encoder._cut([p for _, p in pairs], self.encoder.max_length)
             pairs = list(zip(queries, passages, strict=True))
+        if self.tokenizer_pool is not None:
+            encoded = self.tokenizer_pool.encode_slices(pairs, bounds, mode)
+            slices: Iterable[worker_processes.Slice] = (("encoded", e) for e in encoded)
+        else:
+            encoded = None
+            slices = (("pairs", list(pairs[start:end]), mode) for start, end in bounds)
         done = 0
 
         def on_slice(k: int) -> None:
@@ -296,9 +309,9 @@ class Reranker:
         logits: list[float] = []
         pair_of: list[int] = []
         chunk_of: list[int] = []
-        for (offset, _), (values, pairs_in_slice, chunks) in zip(
-            bounds, processes.score_slices(pairs, bounds, mode, on_slice), strict=True
-        ):
+        with contextlib.closing(encoded) if encoded is not None else contextlib.nullcontext():  # stops early on errors
+            answers = processes.score_slices(slices, on_slice)
+        for (offset, _), (values, pairs_in_slice, chunks) in zip(bounds, answers, strict=True):
             logits += values
             pair_of += [offset + p for p in pairs_in_slice]
             chunk_of += chunks

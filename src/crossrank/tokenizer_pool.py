@@ -1,4 +1,4 @@
-"""Tokenising in child processes, for a Reranker with several devices.
+"""Tokenising in child processes, for a Reranker with several devices (worker threads or worker processes).
 
 With several GPUs the host sets the pace (benchmarks/RESULTS.md, issue 7): two H200s score 4,000 of the benchmark's
 pairs in ~0.5 s, about the time one Python process takes to tokenise them (0.44-0.54 s on a 16-core host), so the

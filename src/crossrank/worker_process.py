@@ -1,10 +1,11 @@
 """The child side of :mod:`crossrank.processes`: ``python -m crossrank.worker_process`` reads its socket's file
 descriptor and the settings to load from stdin, loads a single-device :class:`crossrank.Reranker`, and scores the
-slices it is sent, answering them in order.
+slices it is sent (tokenised already, or texts it tokenises itself), answering them in order.
 
 Three threads, so that the device never waits on the child's host work: one reads the socket (the parent's sends never
-stall, whatever the child is doing), one tokenises the next slice while the device runs the ones before it, and the
-main one launches each slice's batches and answers the oldest slice once another is launched behind it.
+stall, whatever the child is doing), one tokenises the texts of the next slice (if it came as texts) while the device
+runs the ones before it, and the main one launches each slice's batches and answers the oldest slice once another is
+launched behind it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def _serve(conn: Connection, settings: ModelSettings) -> None:
 
     def encode() -> None:
         while (message := requests.get())[0] != "stop":
+            if message[0] == "encoded":  # tokenised by the parent's tokenizer processes
+                encoded.put(message[1])
+                continue
             _, pairs, mode = message
             try:
                 encoded.put(reranker.encode(pairs, mode))
