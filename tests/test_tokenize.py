@@ -42,6 +42,16 @@ def test_ids_equal_flagreranker(tokenizer_for_tests, max_length):
     assert [e.pair for e in ours] == list(range(len(PAIRS)))
 
 
+def test_cut_pairs_are_short_idempotent_and_encode_the_same(tokenizer_for_tests):
+    enc = PairEncoder(tokenizer_for_tests, max_length=64)
+    long_pairs = PAIRS + [("q " * 50_000, "word " * 200_000)]  # a 1 MB passage
+    cut = enc.cut_pairs(long_pairs)
+    assert len(cut[-1][1]) <= 64 * 100 and len(cut[-1][0]) <= enc.query_max_length * 100
+    assert cut[:-1] == PAIRS  # ordinary texts are not touched
+    assert enc.cut_pairs(cut) == cut
+    assert enc.encode(cut) == enc.encode(long_pairs)
+
+
 def test_limits_are_checked(tokenizer_for_tests):
     with pytest.raises(ValueError, match="above this model's limit"):
         PairEncoder(tokenizer_for_tests, max_length=9000, model_max_length=8192)

@@ -288,10 +288,8 @@ class Reranker:
         """:meth:`_logits_here` with every slice scored in a worker process (the same slices, so the same batches
         and scores), tokenised by the tokenizer processes, or where there are none by the worker process itself.
         Truncated texts are cut here as the encoder would cut them, so no more than that crosses the pipes."""
-        if mode == "truncate":  # the encoder's own cut (idempotent), so that 10 MB passages do not cross the pipe
-            queries = self.encoder._cut([q for q, _ in pairs], self.encoder.query_max_length)
-            passages = self.encoder._cut([p for _, p in pairs], self.encoder.max_length)
-            pairs = list(zip(queries, passages, strict=True))
+        if mode == "truncate":  # so that 10 MB passages do not cross the pipes
+            pairs = self.encoder.cut_pairs(pairs)
         if self.tokenizer_pool is not None:
             encoded = self.tokenizer_pool.encode_slices(pairs, bounds, mode)
             slices: Iterable[worker_processes.Slice] = (("encoded", e) for e in encoded)

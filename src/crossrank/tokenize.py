@@ -170,6 +170,13 @@ class PairEncoder:
         limit = max_length * CHARS_PER_TOKEN_LIMIT
         return [t[:limit] for t in texts]
 
+    def cut_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Each query and passage cut (as :meth:`encode` cuts them, idempotently) to no more than truncating
+        tokenisation can read, so that a 10 MB passage costs no more to send elsewhere to tokenise than to tokenise."""
+        queries = self._cut([q for q, _ in pairs], self.query_max_length)
+        passages = self._cut([p for _, p in pairs], self.max_length)
+        return list(zip(queries, passages, strict=True))
+
     def _ids(self, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
         if not texts:
             return []
@@ -277,8 +284,8 @@ class PairEncoder:
         """One sequence per pair, the passage truncated to fit (FlagReranker's behaviour)."""
         # Cut here rather than in _ids (where cutting again changes nothing), so that the round-trip check of
         # _join_by_text_core compares with the texts exactly as they were tokenised.
-        queries = self._cut([q for q, _ in pairs], self.query_max_length)
-        passages = self._cut([p for _, p in pairs], self.max_length)
+        cut = self.cut_pairs(pairs)
+        queries, passages = [q for q, _ in cut], [p for _, p in cut]
         q_ids = self.encode_queries(queries)
         p_ids = self._ids(passages, self.max_length)
         items = [(q, p, i, 0) for i, (q, p) in enumerate(zip(q_ids, p_ids))]
