@@ -44,7 +44,7 @@ def test_ids_equal_flagreranker(tokenizer_for_tests, max_length):
 
 def test_cut_pairs_are_short_idempotent_and_encode_the_same(tokenizer_for_tests):
     enc = PairEncoder(tokenizer_for_tests, max_length=64)
-    long_pairs = PAIRS + [("q " * 50_000, "word " * 200_000)]  # a 1 MB passage
+    long_pairs = [*PAIRS, ("q " * 50_000, "word " * 200_000)]  # a 1 MB passage
     cut = enc.cut_pairs(long_pairs)
     assert len(cut[-1][1]) <= 64 * 100 and len(cut[-1][0]) <= enc.query_max_length * 100
     assert cut[:-1] == PAIRS  # ordinary texts are not touched
