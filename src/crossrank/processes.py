@@ -158,7 +158,7 @@ class ProcessWorkers:
                 raise
         if errors:  # every answer is in: the children are in step for the next call
             raise errors[min(errors)]
-        return [results[k] for k in range(len(results) + len(errors))]
+        return [results[k] for k in range(len(results))]
 
     def _drain_owed(self) -> None:
         """Take and drop the answers an interrupted call left owed, so that each child's next answer is this call's."""

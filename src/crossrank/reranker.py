@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -290,12 +290,6 @@ class Reranker:
         Truncated texts are cut here as the encoder would cut them, so no more than that crosses the pipes."""
         if mode == "truncate":  # so that 10 MB passages do not cross the pipes
             pairs = self.encoder.cut_pairs(pairs)
-        if self.tokenizer_pool is not None:
-            encoded = self.tokenizer_pool.encode_slices(pairs, bounds, mode)
-            slices: Iterable[worker_processes.Slice] = (("encoded", e) for e in encoded)
-        else:
-            encoded = None
-            slices = (("pairs", list(pairs[start:end]), mode) for start, end in bounds)
         done = 0
 
         def on_slice(k: int) -> None:
@@ -307,13 +301,25 @@ class Reranker:
         logits: list[float] = []
         pair_of: list[int] = []
         chunk_of: list[int] = []
-        with contextlib.closing(encoded) if encoded is not None else contextlib.nullcontext():  # stops early on errors
+        with contextlib.closing(self._slices_to_send(pairs, bounds, mode)) as slices:  # stops early on errors
             answers = processes.score_slices(slices, on_slice)
         for (offset, _), (values, pairs_in_slice, chunks) in zip(bounds, answers, strict=True):
             logits += values
             pair_of += [offset + p for p in pairs_in_slice]
             chunk_of += chunks
         return logits, pair_of, chunk_of
+
+    def _slices_to_send(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]],
+                        mode: str) -> Generator[worker_processes.Slice, None, None]:
+        """Each slice of ``bounds`` for a worker process: tokenised in the tokenizer processes (the next ones while the
+        workers score this one), or where there are none as texts the worker tokenises."""
+        if self.tokenizer_pool is None:
+            for start, end in bounds:
+                yield "pairs", list(pairs[start:end]), mode
+            return
+        with contextlib.closing(self.tokenizer_pool.encode_slices(pairs, bounds, mode)) as encoded:
+            for slice_ids in encoded:
+                yield "encoded", slice_ids
 
     def _encoded_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]],
                         mode: str) -> Generator[list[EncodedPair], None, None]:
