@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT = 3
 """Slices handed to one child and not yet answered: one running, one launched behind it, one waiting in the pipe so the
-child never has to wait for the parent before it launches (or tokenises) the next."""
+child never has to wait for the parent before it launches (or tokenises) the next. Two instead measured 0.05-0.07
+lower on 2 x H200s, alternated (benchmarks/RESULTS.md, eleventh session)."""
 START_TIMEOUT = 600.0
 """Seconds a child may take to connect and load its model."""
 SUPPORTED = os.name == "posix"

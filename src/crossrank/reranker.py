@@ -37,8 +37,8 @@ processes start on their first slices together, so a slice is ready after its ow
 ~20-40 ms while one process tokenised a slice of 512 (2 GPUs over 1 on throughput.py's texts: median 1.755x over 7
 runs with 512 against 1.855x over 9 with 256 and ``ENCODE_GROWTH`` 1.5 on the same machines, one GPU unchanged;
 since then, worker threads: 1.846x over 21 runs on 2 x H200s and 1.787x over 14 on 2 x H100s; worker processes with
-``ENCODE_TAPER``: 1.841x over 12 on 2 x H100s, and fed by the tokenizer processes 1.854x over 12; benchmarks/
-multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
+``ENCODE_TAPER``: 1.841x over 12 on 2 x H100s, fed by the tokenizer processes 1.854x over 12, and 1.875x over 27 on
+H100s and H200s; benchmarks/multi_gpu.py and multi_gpu_timeline.py, RESULTS.md)."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice. Nothing overlaps the first slice's tokenisation, so it is small and the slices grow up
 to ``ENCODE_SLICE``: the GPU starts after 16 pairs are tokenised instead of a whole slice (one query with 100
