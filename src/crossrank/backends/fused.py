@@ -61,14 +61,16 @@ if triton is not None:
     def _varlen_attention_kernel(  # type: ignore[no-untyped-def]
         q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, items_ptr, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt,
         stride_vh, stride_ot, stride_oh, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+        ITEM: tl.constexpr,
     ):
         """Non-causal attention of one query block of one sequence and one head (online softmax, FlashAttention's
         recurrence), sequences packed one after another with offsets ``cu``. Program ``(i, head)`` takes work item
-        ``items[i]`` = ``sequence * 65536 + query block`` (see :func:`attention_items`); -1 is no work."""
+        ``items[i]`` = ``sequence * ITEM + query block`` (``ITEM``: :data:`ITEM_SEQUENCE`; see :func:`attention_items`);
+        -1 is no work."""
         item = tl.load(items_ptr + tl.program_id(0)).to(tl.int64)
         head = tl.program_id(1).to(tl.int64)
-        seq = item // 65536  # ITEM_SEQUENCE
-        m_block = (item % 65536).to(tl.int32)
+        seq = item // ITEM
+        m_block = (item % ITEM).to(tl.int32)
         if item >= 0:
             start = tl.load(cu_ptr + seq).to(tl.int64)
             length = (tl.load(cu_ptr + seq + 1) - start).to(tl.int32)
@@ -176,6 +178,6 @@ def varlen_attention_items(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     block_m = cfg.pop("BLOCK_M")
     _varlen_attention_kernel[(items.numel(), heads)](
         q, k, v, out, cu, items, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        out.stride(0), out.stride(1), scale, BLOCK_M=block_m, HEAD_DIM=dim, **cfg,
+        out.stride(0), out.stride(1), scale, BLOCK_M=block_m, HEAD_DIM=dim, ITEM=ITEM_SEQUENCE, **cfg,
     )
     return out
