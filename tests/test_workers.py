@@ -109,6 +109,24 @@ def test_two_workers_score_exactly_like_one_device(tiny_model_dir: Path, two_wor
     assert two_worker_reranker.rerank(query, TEXTS, top_k=20) == one.rerank(query, TEXTS, top_k=20)
 
 
+def test_a_huge_passage_reaches_the_tokenizer_processes_cut(tiny_model_dir: Path, two_worker_reranker: Reranker,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = two_worker_reranker.tokenizer_pool
+    assert pool is not None
+    sent: list[int] = []
+    encode_slices = pool.encode_slices
+
+    def recording(pairs, bounds, mode):  # type: ignore[no-untyped-def]
+        sent.extend(len(p) for _, p in pairs)
+        return encode_slices(pairs, bounds, mode)
+
+    monkeypatch.setattr(pool, "encode_slices", recording)
+    huge = [("q", "word " * 2_000_000), ("q", "short")]  # 10 MB
+    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
+    assert two_worker_reranker.score(huge, normalize=False) == one.score(huge, normalize=False)
+    assert max(sent) <= len(two_worker_reranker.encoder.cut_pairs(huge)[0][1]) < 100_000
+
+
 def test_settings_round_trip_keeps_the_devices(two_worker_reranker: Reranker) -> None:
     assert two_worker_reranker.settings.devices == "cpu,cpu"
     again = Reranker.from_settings(two_worker_reranker.settings, workers="threads")

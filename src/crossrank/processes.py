@@ -138,7 +138,7 @@ class ProcessWorkers:
 
     def score_slices(self, slices: Iterable[Slice], on_slice: Callable[[int], None] | None = None
                      ) -> list[SliceResult]:
-        """Score each slice on whichever child has fewest in flight; results in order. A slice is taken from
+        """Score each slice on the child :func:`pick_child` chooses; results in order. A slice is taken from
         ``slices`` only when a child has room for it, so a generator may tokenise the next ones meanwhile.
         ``on_slice(k)`` is called as slice ``k`` comes back."""
         with self._lock:

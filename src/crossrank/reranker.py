@@ -260,6 +260,8 @@ class Reranker:
             return [], []
         mode = _checked_mode(long_passages or self.settings.long_passages)
         bounds = encode_slices(len(pairs))
+        if mode == "truncate" and (self.processes is not None or self.tokenizer_pool is not None):
+            pairs = self.encoder.cut_pairs(pairs)  # texts leave this process: 10 MB passages need not cross the pipes
         if self.processes is not None:
             logits, pair_of, chunk_of = self._logits_in_processes(self.processes, pairs, mode, bounds, progress)
         else:
@@ -286,10 +288,7 @@ class Reranker:
                              mode: str, bounds: list[tuple[int, int]], progress: ProgressCallback | None
                              ) -> tuple[list[float], list[int], list[int]]:
         """:meth:`_logits_here` with every slice scored in a worker process (the same slices, so the same batches
-        and scores), tokenised by the tokenizer processes, or where there are none by the worker process itself.
-        Truncated texts are cut here as the encoder would cut them, so no more than that crosses the pipes."""
-        if mode == "truncate":  # so that 10 MB passages do not cross the pipes
-            pairs = self.encoder.cut_pairs(pairs)
+        and scores), tokenised by the tokenizer processes, or where there are none by the worker process itself."""
         done = 0
 
         def on_slice(k: int) -> None:
