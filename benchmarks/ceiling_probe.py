@@ -25,8 +25,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
 from crossrank import Reranker
-from crossrank.devices import DTYPES
-from crossrank.scoring import run_batches
+from crossrank.model.devices import DTYPES
+from crossrank.runtime.scoring import run_batches
 from fused_probe import gpu_ms, profile, v2m3_model_and_pairs
 
 PEAK_TFLOPS = tp.PEAK_TFLOPS["cuda"]

@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
 from crossrank import Reranker
+from crossrank.core.tokenize import EncodedPair
 from crossrank.reranker import Reranker as RerankerClass
-from crossrank.scoring import run_batches
-from crossrank.tokenize import EncodedPair
+from crossrank.runtime.scoring import run_batches
 
 GEMM_SHAPES = [(2048, 384, 1152), (2048, 384, 384), (2048, 384, 1536), (2048, 1536, 384)]
 """(rows, in, out) of the MiniLM-sized model's linears at the CPU's default budget: QKV, output, up, down."""

@@ -33,8 +33,8 @@ import crossrank.reranker as reranker_mod
 import throughput as tp
 from crossrank import Reranker
 from crossrank.backends import fused
-from crossrank.batching import pack_batches
-from crossrank.scoring import run_batches
+from crossrank.core.batching import pack_batches
+from crossrank.runtime.scoring import run_batches
 from crossrank.testing import build_random_reranker
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
 from crossrank import Reranker
-from crossrank.scoring import run_batches
+from crossrank.runtime.scoring import run_batches
 from fused_probe import gpu_ms, v2m3_model_and_pairs
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
 from crossrank import Reranker
 from crossrank.backends import packed
-from crossrank.batching import pack_batches
+from crossrank.core.batching import pack_batches
 from fused_probe import v2m3_model_and_pairs
 
 

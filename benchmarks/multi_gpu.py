@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-import crossrank.processes as processes
-import crossrank.tokenizer_pool as tokenizer_pool
+import crossrank.runtime.processes as processes
+import crossrank.runtime.tokenizer_pool as tokenizer_pool
 from crossrank import Reranker
-from crossrank.scoring import run_batches
+from crossrank.runtime.scoring import run_batches
+from crossrank.runtime.workers import run_batches_on_pool
 from crossrank.testing import build_random_reranker, generated_sentences
-from crossrank.workers import run_batches_on_pool
 from throughput import add_slice_options, apply_slice_options
 
 

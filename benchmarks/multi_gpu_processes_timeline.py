@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-import crossrank.processes as processes
+import crossrank.runtime.processes as processes
 import multi_gpu as mg
 import throughput
 from crossrank import Reranker
@@ -39,7 +39,7 @@ GAP = 0.0005
 
 
 class _TracedSubprocess:
-    """``crossrank.processes``' view of :mod:`subprocess`: the children run processes_trace_child.py instead."""
+    """``crossrank.runtime.processes``' view of :mod:`subprocess`: the children run processes_trace_child.py instead."""
 
     PIPE = subprocess.PIPE
     TimeoutExpired = subprocess.TimeoutExpired
@@ -49,7 +49,7 @@ class _TracedSubprocess:
                         PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
 
     def Popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        assert args[1:] == ["-m", "crossrank.worker_process"], args
+        assert args[1:] == ["-m", "crossrank.runtime.worker_process"], args
         return subprocess.Popen([args[0], str(HERE / "processes_trace_child.py")], env=self.env, **kwargs)
 
 

@@ -28,10 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import multi_gpu as mg
 import throughput
-from crossrank import Reranker, workers
+from crossrank import Reranker
 from crossrank.backends.base import Backend
+from crossrank.core.tokenize import EncodedPair
+from crossrank.runtime import workers
 from crossrank.testing import build_random_reranker
-from crossrank.tokenize import EncodedPair
 
 
 class Recorder:

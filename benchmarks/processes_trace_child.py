@@ -1,8 +1,8 @@
-"""The child of multi_gpu_processes_timeline.py: ``crossrank.worker_process`` with its host and GPU work timed.
+"""The child of multi_gpu_processes_timeline.py: ``crossrank.runtime.worker_process`` with its host and GPU work timed.
 
-Runs the library's own child (``crossrank.worker_process.main``) after wrapping, in this process only, what it does
+Runs the library's own child (``worker_process.main``) after wrapping, in this process only, what it does
 with each slice: the socket's messages (arrival of each slice, sending of each answer), ``Reranker.encode`` (the
-tokenising thread), ``Reranker._start_batches`` (one call per slice) and ``crossrank.scoring.launch_batch`` (the host
+tokenising thread), ``Reranker._start_batches`` (one call per slice) and ``scoring.launch_batch`` (the host
 span of each batch, and CUDA events around it on its GPU). When the child stops it writes everything, on the host's
 monotonic clock (``time.perf_counter``, the same in every process of the host), to
 ``$CROSSRANK_TRACE_DIR/child-<pid>.json``.
@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-import crossrank.scoring as scoring
-import crossrank.worker_process as worker_process
+import crossrank.runtime.scoring as scoring
+import crossrank.runtime.worker_process as worker_process
 from crossrank.backends.base import Backend
+from crossrank.core.tokenize import EncodedPair
 from crossrank.reranker import Reranker
-from crossrank.tokenize import EncodedPair
 
 LOCK = threading.Lock()
 TRACE: dict[str, list[Any]] = {"arrived": [], "answered": [], "encoded": [], "started": [], "batches": []}

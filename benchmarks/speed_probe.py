@@ -30,9 +30,9 @@ import crossrank.reranker as reranker_mod
 import throughput as tp
 from crossrank import Reranker
 from crossrank.backends.packed import PackedBackend, _post_attention
-from crossrank.batching import pack_batches
-from crossrank.scoring import run_batches
-from crossrank.tokenize import PairEncoder
+from crossrank.core.batching import pack_batches
+from crossrank.core.tokenize import PairEncoder
+from crossrank.runtime.scoring import run_batches
 
 
 def compile_whole_layer(backend: PackedBackend) -> None:

@@ -227,7 +227,7 @@ def main() -> None:
     modes = set(args.modes.split(","))
     runners = args.runners.split(",")
     arch = SIZES[size]
-    from crossrank.devices import default_batch_tokens
+    from crossrank.model.devices import default_batch_tokens
 
     args.budget = args.budget or default_batch_tokens(torch.device(dev))
     result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
@@ -349,7 +349,7 @@ def main() -> None:
     def model_only(backend_name: str, encoded: Sequence[Any], budget: int, compile: bool = False,
                    max_length: int = 512, max_batch_size: int | None = None, repeat: int = 2) -> dict[str, Any]:
         """Pre-tokenised model compute only, through crossrank's own batching (or fixed-size padded batches)."""
-        from crossrank.batching import pack_batches
+        from crossrank.core.batching import pack_batches
 
         r = crossrank_runner(path, dev, dtype, backend_name, budget, max_length, compile)
         lengths = [len(e) for e in encoded]
@@ -372,7 +372,7 @@ def main() -> None:
         return out
 
     if "model" in modes or "compile" in modes:
-        from crossrank.tokenize import PairEncoder
+        from crossrank.core.tokenize import PairEncoder
 
         encoder = PairEncoder(tokenizer, max_length=512)
         encoded = encoder.encode(pairs)
@@ -416,7 +416,7 @@ def main() -> None:
         result["latency"] = lat
 
     if "long" in modes:
-        from crossrank.tokenize import PairEncoder
+        from crossrank.core.tokenize import PairEncoder
 
         long_pairs = make_pairs(random.Random(7), words, max(1, args.long_pairs // 32), 32, 560, 0.7, 8000)
         enc = PairEncoder(tokenizer, max_length=8192)

@@ -27,8 +27,8 @@ from transformers import AutoTokenizer
 
 import multi_gpu as mg
 import throughput as tp
+from crossrank.core.tokenize import PairEncoder
 from crossrank.testing import build_random_reranker
-from crossrank.tokenize import PairEncoder
 
 
 def threaded(core: Any, texts: list[str], n: int) -> float:

@@ -8,7 +8,7 @@ import torch
 from FlagEmbedding import FlagReranker
 
 from crossrank import OutOfMemoryError, Reranker, ScoreError
-from crossrank.scoring import forward_with_backoff, run_batches
+from crossrank.runtime.scoring import forward_with_backoff, run_batches
 from crossrank.testing import generated_sentences
 
 TEXTS = [
@@ -133,9 +133,9 @@ def test_chunking_scores_the_best_window(tiny_model_dir):
     best = max(range(len(window_scores)), key=lambda i: window_scores[i])
     assert results[1].chunk == best
     assert results[1].raw_score == pytest.approx(window_scores[best], abs=1e-5)
-    # a passage that fits scores the same either way
+    # a passage that fits scores the same either way (within fp32 rounding: it shares a batch with other windows here)
     truncating = Reranker(str(tiny_model_dir), device="cpu", max_length=32, chunk_overlap=4)
-    assert results[0].raw_score == pytest.approx(truncating.rerank(query, [short])[0].raw_score, abs=1e-6)
+    assert results[0].raw_score == pytest.approx(truncating.rerank(query, [short])[0].raw_score, abs=1e-5)
     assert results[0].chunk == 0
     # per-call override
     assert truncating.rerank(query, [long_text], long_passages="chunk")[0].chunk == best
@@ -165,7 +165,7 @@ class FakeBackend:
 
 
 def encoded(n):
-    from crossrank.tokenize import EncodedPair
+    from crossrank.core.tokenize import EncodedPair
 
     return [EncodedPair([0, 5, 2], None, i) for i in range(n)]
 

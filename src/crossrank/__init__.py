@@ -1,13 +1,12 @@
 """crossrank: a local cross-encoder reranking engine that scores exactly like FlagReranker, faster.
 
-``Reranker`` is imported on first use, so that modules which need no model (the tokenizer processes of
-:mod:`crossrank.tokenizer_pool`) do not load torch: without it each starts in 2.0 s and 87 MB, with it in 5.7 s and
-271 MB.
+``Reranker`` is imported on first use, so that processes which need no model (the tokenizer processes of
+:mod:`crossrank.runtime`) start without loading torch.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from crossrank.errors import (
+from crossrank.core.errors import (
     CrossrankError,
     DeviceError,
     ModelNotFoundError,
@@ -15,7 +14,7 @@ from crossrank.errors import (
     OutOfMemoryError,
     ScoreError,
 )
-from crossrank.ranking import RerankResult
+from crossrank.core.ranking import RerankResult
 
 if TYPE_CHECKING:
     from crossrank.reranker import Reranker

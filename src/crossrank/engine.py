@@ -3,12 +3,12 @@
 Pairs, not requests, are the unit of work. ``await engine.rerank(query, texts)`` tokenises its pairs on a tokeniser
 thread (off the event loop, so the next pairs are ready while the model runs), then puts every encoded sequence in one
 shared queue. A single worker thread owns the model: it takes a window of queued sequences, packs them under the token
-budget with :func:`crossrank.batching.pack_batches` (so sequences of concurrent requests share batches), runs each batch
-through :func:`crossrank.scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. With
+budget with :func:`batching.pack_batches` (so sequences of concurrent requests share batches), runs each batch
+through :func:`scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. With
 several devices (``Reranker(devices=..., workers="threads")``) the worker hands each packed batch to the reranker's
-:class:`crossrank.workers.WorkerPool`, one thread per device, whichever is free. A
+:class:`crossrank.runtime.workers.WorkerPool`, one thread per device, whichever is free. A
 request whose caller went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself
-is :mod:`crossrank.ranking`'s, exactly as in :class:`crossrank.Reranker`.
+is :mod:`crossrank.core.ranking`'s, exactly as in :class:`crossrank.Reranker`.
 
 Nothing here knows about HTTP: errors are plain exceptions the server maps to status codes.
 """
@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from crossrank.backends.base import Backend
-from crossrank.batching import pack_batches
-from crossrank.errors import CrossrankError
-from crossrank.inputs import check_passages, check_query, check_top_k
-from crossrank.ranking import RerankResult, aggregate_chunks, rank
-from crossrank.scoring import forward_with_backoff
-from crossrank.tokenize import EncodedPair
+from crossrank.core.batching import pack_batches
+from crossrank.core.errors import CrossrankError
+from crossrank.core.inputs import check_passages, check_query, check_top_k
+from crossrank.core.ranking import RerankResult, aggregate_chunks, rank
+from crossrank.core.tokenize import EncodedPair
+from crossrank.runtime.scoring import forward_with_backoff
 
 if TYPE_CHECKING:
     from crossrank.reranker import Reranker

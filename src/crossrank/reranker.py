@@ -13,18 +13,18 @@ from typing import Any
 
 import torch
 
-from crossrank import processes as worker_processes
 from crossrank.backends.base import Backend, create_backend
-from crossrank.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
-from crossrank.errors import DeviceError
-from crossrank.inputs import check_pairs, check_passages, check_query, check_top_k
-from crossrank.model import DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve_model
-from crossrank.ranking import RerankResult, aggregate_chunks, finalize, rank
-from crossrank.scoring import ProgressCallback, start_batches
-from crossrank.settings import ModelSettings
-from crossrank.tokenize import EncodedPair, PairEncoder
-from crossrank.tokenizer_pool import TokenizerPool, default_processes
-from crossrank.workers import WorkerPool, submit_batches
+from crossrank.core.errors import DeviceError
+from crossrank.core.inputs import check_pairs, check_passages, check_query, check_top_k
+from crossrank.core.ranking import RerankResult, aggregate_chunks, finalize, rank
+from crossrank.core.settings import DEFAULT_MODEL, ModelSettings
+from crossrank.core.tokenize import EncodedPair, PairEncoder
+from crossrank.model.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
+from crossrank.model.loading import ResolvedModel, load_model, load_tokenizer, resolve_model
+from crossrank.runtime import processes as worker_processes
+from crossrank.runtime.scoring import ProgressCallback, start_batches
+from crossrank.runtime.tokenizer_pool import TokenizerPool, default_processes
+from crossrank.runtime.workers import WorkerPool, submit_batches
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,12 @@ class Reranker:
     ``devices``: several devices of this host, one long-lived worker and one model replica each, work going to
     whichever is free: ``"all"``, ``"0,1"``, ``["cuda:0", "cuda:1"]`` (``"cpu,cpu"`` works too, for tests). It
     replaces ``device``; scores are identical to one device.
-    ``tokenizer_processes``: child processes that tokenise (:mod:`crossrank.tokenizer_pool`); None picks 0 for one
+    ``tokenizer_processes``: child processes that tokenise (:mod:`~tokenizer_pool`); None picks 0 for one
     device and 2-8 (one per 4 cores) for several. 0: a thread of this process tokenises, or with worker processes
     each of them its own slices.
     ``workers``: with several devices, ``"processes"`` (``"auto"``, the default, on POSIX systems): one child process
     per device, each a single-device Reranker scoring whole slices, sharing no interpreter lock
-    (:mod:`crossrank.processes`; this object keeps only the tokenizer); or ``"threads"`` (``"auto"`` elsewhere): the
+    (:mod:`~processes`; this object keeps only the tokenizer); or ``"threads"`` (``"auto"`` elsewhere): the
     replicas in this process, one worker thread each, which the service's :class:`crossrank.engine.Engine` needs to
     batch across requests.
     """
@@ -188,7 +188,7 @@ class Reranker:
                 for m, d in zip(replicas, targets[1:], strict=True)
             ])
         # Several devices: tokenise in child processes, which together keep up with the GPUs where one process does
-        # not (crossrank.tokenizer_pool). Where they cannot start, the worker processes tokenise their own slices,
+        # not (tokenizer_pool). Where they cannot start, the worker processes tokenise their own slices,
         # and worker threads tokenise here as for one device.
         self.tokenizer_pool: TokenizerPool | None = None
         processes = default_processes(len(targets)) if tokenizer_processes is None else tokenizer_processes

@@ -40,7 +40,7 @@ def packed(request: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from crossrank.backends import packed as packed_backend
-    from crossrank.tokenize import PairEncoder
+    from crossrank.core.tokenize import PairEncoder
 
     # The interpreter runs the kernels on CPU tensors, so let the backend take its CUDA path on the CPU; and pad to a
     # graph's shape in steps of 128 tokens instead of 1,024, which keeps the interpreter's work small.

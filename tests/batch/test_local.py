@@ -12,7 +12,7 @@ from crossrank import Reranker
 from crossrank.batch.files import read_output, read_parts
 from crossrank.batch.local import SCORED_DIR, SUCCESS_FILE, run_local
 from crossrank.batch.table import ranks_by_query
-from crossrank.ranking import sigmoid
+from crossrank.core.ranking import sigmoid
 
 
 class Crash(Exception):

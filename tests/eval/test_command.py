@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from crossrank.cli import app
+from crossrank.cli.app import app
 from crossrank.eval.trec import read_trec_run
 from crossrank.testing import build_random_reranker
 

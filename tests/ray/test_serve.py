@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from crossrank import Reranker
+from crossrank.core.settings import ModelSettings, ServerSettings
 from crossrank.ray.serve import ReplicaOptions, build_deployment, settings_from_args
-from crossrank.settings import ModelSettings, ServerSettings
 from crossrank.testing import generated_sentences
 
 PASSAGES = list(generated_sentences(25, seed=5))

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from servertools import API_KEY, LiveServer, MakeClient, start_live_server, stop_live_server
 
+from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine
 from crossrank.server.app import create_app
-from crossrank.settings import ServerSettings
 
 
 @pytest.fixture

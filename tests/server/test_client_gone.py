@@ -16,9 +16,9 @@ import pytest
 import torch
 from servertools import start_live_server, stop_live_server
 
+from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine
 from crossrank.server.app import create_app
-from crossrank.settings import ServerSettings
 
 
 class _HeldBackend:

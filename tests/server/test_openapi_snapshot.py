@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from crossrank.core.settings import ServerSettings
 from crossrank.server.app import create_app
-from crossrank.settings import ServerSettings
 
 SNAPSHOT = Path(__file__).parent / "openapi.snapshot.json"
 

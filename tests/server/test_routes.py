@@ -315,8 +315,8 @@ async def test_request_bodies_are_not_logged(client: httpx.AsyncClient, caplog: 
 
 
 async def test_the_service_on_several_devices_tokenises_in_its_engine_not_in_processes(tiny_model_dir: Any) -> None:
+    from crossrank.core.settings import ModelSettings, ServerSettings
     from crossrank.server.app import create_app
-    from crossrank.settings import ModelSettings, ServerSettings
 
     settings = ServerSettings(model=ModelSettings(model=str(tiny_model_dir), device="cpu", devices="cpu,cpu"))
     app = create_app(settings, static_dir=None)

@@ -79,7 +79,7 @@ def test_ui_hands_every_other_option_to_serve(monkeypatch: pytest.MonkeyPatch) -
     def other() -> None:  # a second command keeps typer from collapsing the app into `serve` alone
         pass
 
-    monkeypatch.setitem(sys.modules, "crossrank.cli", types.SimpleNamespace(app=fake_cli))
+    monkeypatch.setitem(sys.modules, "crossrank.cli.app", types.SimpleNamespace(app=fake_cli))
     outer = typer.Typer()
     outer.command("ui", context_settings=UI_CONTEXT)(ui)
     outer.command("other")(other)

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from crossrank.tokenize import EncodedPair
+from crossrank.core.tokenize import EncodedPair
 
 
 @runtime_checkable
@@ -16,7 +16,7 @@ class Backend(Protocol):
 
     ``padded`` says how the batch packer should count a batch's cost: padded to its longest sequence, or packed.
     A backend may also offer ``forward_device(batch)``: the same logits left on the device without waiting for them;
-    :func:`crossrank.scoring.run_batches` then queues all batches and copies the logits back once.
+    :func:`crossrank.runtime.scoring.run_batches` then queues all batches and copies the logits back once.
     """
 
     name: str

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from crossrank.backends import fused
-from crossrank.devices import is_out_of_memory
-from crossrank.tokenize import EncodedPair
+from crossrank.core.tokenize import EncodedPair
+from crossrank.model.devices import is_out_of_memory
 
 log = logging.getLogger(__name__)
 

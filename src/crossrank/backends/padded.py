@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from crossrank.tokenize import EncodedPair
+from crossrank.core.tokenize import EncodedPair
 
 
 class PaddedBackend:

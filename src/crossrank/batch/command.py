@@ -1,4 +1,4 @@
-"""``crossrank batch INPUT OUTPUT [--ray]``: score a corpus offline (registered in ``crossrank.cli``).
+"""``crossrank batch INPUT OUTPUT [--ray]``: score a corpus offline (registered in ``crossrank.cli.app``).
 
 pyarrow and ray are imported inside the command, so ``crossrank --help`` works without the ``ray`` extra.
 """
@@ -10,9 +10,8 @@ from typing import Annotated
 
 import typer
 
-from crossrank import cli_options as opt
-from crossrank.model import DEFAULT_MODEL
-from crossrank.settings import ModelSettings, env_var
+from crossrank.cli import options as opt
+from crossrank.core.settings import DEFAULT_MODEL, ModelSettings, env_var
 
 _D = ModelSettings()
 
@@ -56,7 +55,7 @@ def batch(
     after a crash and finished parts are kept."""
     from dataclasses import replace
 
-    from crossrank.cli import err, friendly_errors, load_reranker
+    from crossrank.cli.app import err, friendly_errors, load_reranker
 
     settings = replace(opt.model_settings(model, device, dtype, max_length, max_batch_tokens, backend, long_passages,
                                           models_dir), devices=devices)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossrank.batch.files import OUTPUT_FORMATS, input_files
 from crossrank.batch.table import FLAT, add_ranks, input_shape, score_table
-from crossrank.settings import ModelSettings
+from crossrank.core.settings import ModelSettings
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -4,7 +4,7 @@ Two input shapes: *flat* rows with ``query`` and ``passage`` columns, or *groupe
 ``passages``. Grouped rows are exploded to one output row per passage (other columns repeated). Every output row gets
 ``score`` (sigmoid unless ``normalize=False``) and ``raw_score`` (the logit); ``rank`` (1 = best) is per query: within
 the row for grouped input (here), across all rows of the same query for flat input (:func:`ranks_by_query`, run once
-every row is scored). Scores come from :meth:`crossrank.Reranker.score`, ranks from :func:`crossrank.ranking.rank`.
+every row is scored). Scores come from :meth:`crossrank.Reranker.score`, ranks from :func:`crossrank.core.ranking.rank`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from crossrank.ranking import finalize, rank
+from crossrank.core.ranking import finalize, rank
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,7 +37,7 @@ def input_shape(column_names: Sequence[str]) -> str:
 
 
 def ranks_by_query(queries: Sequence[str], raw: Sequence[float]) -> list[int]:
-    """Rank (1 = best) of every row among the rows of the same query, with :func:`crossrank.ranking.rank`'s order
+    """Rank (1 = best) of every row among the rows of the same query, with :func:`crossrank.core.ranking.rank`'s order
     (best logit first, ties in input order)."""
     rows_of: dict[str, list[int]] = {}
     for row, query in enumerate(queries):

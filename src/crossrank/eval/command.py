@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from crossrank import cli_options as opt
-from crossrank.model import DEFAULT_MODEL
-from crossrank.settings import ModelSettings
+from crossrank.cli import options as opt
+from crossrank.core.settings import DEFAULT_MODEL, ModelSettings
 
 _D = ModelSettings()
 

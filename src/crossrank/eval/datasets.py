@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossrank.errors import CrossrankError
+from crossrank.core.errors import CrossrankError
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 """Where BEIR's datasets are published; ``CROSSRANK_BEIR_URL`` overrides it (a mirror, or ``file://`` in tests)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crossrank.ranking import rank
+from crossrank.core.ranking import rank
 
 Run = dict[str, dict[str, float]]
 """``{query_id: {doc_id: score}}``; higher scores rank first."""

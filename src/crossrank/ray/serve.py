@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from crossrank.settings import ModelSettings, ServerSettings
+from crossrank.core.settings import ModelSettings, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def settings_from_args(args: dict[str, Any]) -> tuple[ServerSettings, ReplicaOpt
 def build_app(args: dict[str, Any]) -> Any:
     """Entry point for ``serve run crossrank.ray.serve:build_app key=value …`` and ``serve deploy`` configs.
 
-    Keys: any field of :class:`crossrank.settings.ModelSettings` (``model``, ``dtype``, ``max_length``…),
-    :class:`crossrank.settings.ServerSettings` (``api_key``, ``max_queued_pairs``…; ``host``/``port`` are Serve's
+    Keys: any field of :class:`crossrank.core.settings.ModelSettings` (``model``, ``dtype``, ``max_length``…),
+    :class:`crossrank.core.settings.ServerSettings` (``api_key``, ``max_queued_pairs``…; ``host``/``port`` are Serve's
     ``http_options`` instead) and :class:`ReplicaOptions` (``replicas``, ``max_replicas``, ``gpus_per_replica``…).
     """
     server, replicas = settings_from_args(args)

@@ -19,13 +19,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossrank import __version__
+from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine
 from crossrank.server.auth import ApiKeyMiddleware
 from crossrank.server.errors import install_error_handlers
 from crossrank.server.metrics import ServiceMetrics
 from crossrank.server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from crossrank.server.routes import CLIENT_GONE, ClientGoneError, router
-from crossrank.settings import ServerSettings
 
 log = logging.getLogger("crossrank.server")
 

@@ -1,6 +1,6 @@
 """``crossrank serve``: the typer command that starts the HTTP service on uvicorn.
 
-Registered in ``crossrank.cli`` with ``app.command("serve")(serve)``; also runnable as
+Registered in ``crossrank.cli.app`` with ``app.command("serve")(serve)``; also runnable as
 ``python -m crossrank.server.command --model DIR``. FastAPI and uvicorn are imported inside the command, so the CLI's
 ``--help`` works without the ``serve`` extra.
 """
@@ -15,9 +15,8 @@ from typing import Annotated
 
 import typer
 
-from crossrank import cli_options as opt
-from crossrank.model import DEFAULT_MODEL
-from crossrank.settings import ModelSettings, ServerSettings, env_var
+from crossrank.cli import options as opt
+from crossrank.core.settings import DEFAULT_MODEL, ModelSettings, ServerSettings, env_var
 
 _DEFAULTS = ServerSettings()
 _MODEL_DEFAULTS = ModelSettings()

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from crossrank import __version__
+from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine, RerankOutcome
 from crossrank.server.errors import READ_ERRORS, RERANK_ERRORS, ApiError, engine_error, error_responses
 from crossrank.server.metrics import ServiceMetrics
@@ -34,7 +35,6 @@ from crossrank.server.schemas import (
     Tokens,
     Usage,
 )
-from crossrank.settings import ServerSettings
 
 router = APIRouter()
 CLIENT_GONE = 499  # nginx's "client closed request": only ever seen in metrics, nobody is there to read it

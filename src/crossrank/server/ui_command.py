@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from crossrank.settings import ServerSettings, env_var
+from crossrank.core.settings import ServerSettings, env_var
 
 _D = ServerSettings()
 HEALTH_POLL_SECONDS = 0.5
@@ -77,7 +77,7 @@ def ui(
         threading.Thread(target=open_when_healthy, args=(url, stop), name="crossrank-ui-opener", daemon=True).start()
     typer.echo(f"crossrank ui: the page will be at {url} once the model is loaded", err=True)
     # Delegate to the real `serve` command through the CLI, so every serve option (and its env var) works unchanged.
-    from crossrank.cli import app
+    from crossrank.cli.app import app
 
     try:
         typer.main.get_command(app).main(

@@ -1,0 +1,1 @@
+"""The core below every edge: tokenisation, batching, ranking, inputs, errors, settings."""

@@ -1,0 +1,49 @@
+"""One frozen settings object. Every field is also a ``CROSSRANK_<FIELD>`` environment variable for the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
+ENV_PREFIX = "CROSSRANK_"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How to load and run the model."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    max_length: int = 512
+    query_max_length: int | None = None
+    max_batch_tokens: int = 0  # 0: by device (devices.default_batch_tokens)
+    backend: str = "auto"
+    long_passages: str = "truncate"
+    chunk_overlap: int = 32
+    models_dir: str = "models"
+    devices: str = ""  # several devices, one worker each ("all", "0,1", "cpu,cpu"); empty: just `device`
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How ``crossrank serve`` listens and protects itself."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_client_batch_size: int = 10_000
+    max_queued_pairs: int = 100_000
+    payload_limit: int = 8 * 2**20
+    max_document_chars: int = 1_000_000
+    cors_origins: tuple[str, ...] = ()
+
+
+def env_var(name: str) -> str:
+    """``max_batch_tokens`` → ``CROSSRANK_MAX_BATCH_TOKENS``."""
+    return ENV_PREFIX + name.upper()
+
+
+def model_setting_names() -> list[str]:
+    return [f.name for f in fields(ModelSettings)]

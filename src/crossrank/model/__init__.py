@@ -1,0 +1,1 @@
+"""Finding, loading and checking a model; the device and dtype policy."""

@@ -1,0 +1,1 @@
+"""Running encoded batches on one device or several."""
