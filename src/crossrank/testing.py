@@ -73,11 +73,19 @@ def build_random_reranker(
     seed: int = 0,
     init_std: float = 0.02,
     tokenizer: Any = None,
+    outlier_channels: int = 0,
+    outlier_scale: float = 20.0,
+    head_std: float | None = None,
 ) -> Path:
     """Save a random one-logit XLM-R cross-encoder and its tokenizer to ``path`` and return the path.
 
     ``init_std`` is the spread of the random weights: 0.02 (Hugging Face's default) gives realistic activations for
     benchmarks but near-identical scores; tests use ~0.3 so that scores spread out and orderings are meaningful.
+
+    ``outlier_channels`` hidden channels get LayerNorm gains ``outlier_scale`` times the rest in every layer, as trained
+    transformers have (a few residual channels with activations 20-100x the others): what breaks naive per-token
+    int8/fp8 quantisation, and what random weights alone would hide. ``head_std`` sets the spread of the classifier's
+    weights, so that logits differ between pairs as a trained head's do.
     """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
@@ -106,6 +114,16 @@ def build_random_reranker(
             for param in model.parameters():
                 if param.dim() > 1:
                     param.normal_(0.0, init_std)
+    with torch.no_grad():
+        if outlier_channels:
+            channels = torch.randperm(hidden, generator=torch.Generator().manual_seed(seed))[:outlier_channels]
+            for name, param in model.named_parameters():
+                if "LayerNorm.weight" in name:
+                    param[channels] *= outlier_scale
+        if head_std is not None:
+            for param in model.classifier.parameters():
+                if param.dim() > 1:
+                    param.normal_(0.0, head_std)
     model.eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
