@@ -18,6 +18,7 @@ from crossrank.engine import (
     QueueFullError,
     RequestTooLargeError,
 )
+from crossrank.runtime.device import DeviceRuntime
 from crossrank.testing import generated_sentences
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -97,11 +98,12 @@ async def test_queue_full_and_request_too_large(tiny_reranker) -> None:  # type:
 
 async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
     gate = threading.Event()
-    original = tiny_reranker.backend.forward
+    real = tiny_reranker.runtime.backend
+    original = real.forward
     forwarded: list[int] = []
 
     class GatedBackend:
-        name, device, dtype, padded = "gated", tiny_reranker.backend.device, tiny_reranker.backend.dtype, True
+        name, device, dtype, padded = "gated", real.device, real.dtype, True
 
         def forward(self, batch):  # type: ignore[no-untyped-def]
             gate.wait(10)
@@ -110,7 +112,7 @@ async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:
 
     class GatedReranker:
         settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
-        backend = GatedBackend()
+        runtime = DeviceRuntime(GatedBackend(), 64)
         encode = staticmethod(tiny_reranker.encode)
 
     engine = Engine(GatedReranker(), max_batch_tokens=64, window_batches=1)  # type: ignore[arg-type]
@@ -129,6 +131,7 @@ async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:
     finally:
         gate.set()
         await engine.stop()
+    GatedReranker.runtime.close()
     assert len(after.results) == 2
     assert len(forwarded) == 3  # the blocker's pair and the third request's two; none of the cancelled forty
 

@@ -4,11 +4,10 @@ import itertools
 import math
 
 import pytest
-import torch
 from FlagEmbedding import FlagReranker
 
-from crossrank import OutOfMemoryError, Reranker, ScoreError
-from crossrank.runtime.scoring import forward_with_backoff, run_batches
+from crossrank import Reranker, ScoreError
+from crossrank.runtime.device import DeviceRuntime
 from crossrank.testing import generated_sentences
 
 TEXTS = [
@@ -129,7 +128,7 @@ def test_chunking_scores_the_best_window(tiny_model_dir):
     results = {x.index: x for x in r.rerank(query, [short, long_text])}
     encoded = r.encode([(query, long_text)])
     assert len(encoded) > 1
-    window_scores = [r.backend.forward([e]).item() for e in encoded]
+    window_scores = [r.runtime.submit([e]).result()[0] for e in encoded]
     best = max(range(len(window_scores)), key=lambda i: window_scores[i])
     assert results[1].chunk == best
     assert results[1].raw_score == pytest.approx(window_scores[best], abs=1e-5)
@@ -146,54 +145,10 @@ def test_max_length_above_model_limit_is_refused(tiny_model_dir):
         Reranker(str(tiny_model_dir), device="cpu", max_length=1024)
 
 
-class FakeBackend:
-    """Stands in for a GPU: runs out of memory on batches larger than `fits`."""
-
-    name = "fake"
-    device = torch.device("cpu")
-    dtype = torch.float32
-    padded = True
-
-    def __init__(self, fits, error=None, value=None):
-        self.fits, self.error, self.value, self.calls = fits, error, value, []
-
-    def forward(self, batch):
-        self.calls.append(len(batch))
-        if len(batch) > self.fits:
-            raise self.error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return torch.tensor([self.value if self.value is not None else float(e.pair) for e in batch])
-
-
-def encoded(n):
-    from crossrank.core.tokenize import EncodedPair
-
-    return [EncodedPair([0, 5, 2], None, i) for i in range(n)]
-
-
-def test_oom_splits_and_loses_nothing():
-    backend = FakeBackend(fits=3)
-    items = encoded(10)
-    values = forward_with_backoff(backend, items)
-    assert values == [float(i) for i in range(10)]
-    assert backend.calls[0] == 10
-    assert sum(n for n in backend.calls if n <= 3) == 10, "each pair scored exactly once after the splits"
-    assert run_batches(FakeBackend(fits=2), items, max_batch_tokens=10_000) == [float(i) for i in range(10)]
-
-
-def test_oom_on_a_single_pair_is_a_clear_error():
-    with pytest.raises(OutOfMemoryError, match="does not fit"):
-        forward_with_backoff(FakeBackend(fits=0), encoded(4))
-
-
-def test_other_runtime_errors_are_not_mistaken_for_oom():
-    backend = FakeBackend(fits=1, error=RuntimeError("shape mismatch"))
-    with pytest.raises(RuntimeError, match="shape mismatch"):
-        forward_with_backoff(backend, encoded(4))
-    assert backend.calls == [4]
-
-
 def test_nan_scores_raise(tiny_reranker, monkeypatch):
-    monkeypatch.setattr(tiny_reranker, "backend", FakeBackend(fits=100, value=math.nan))
+    from fakes import FakeBackend
+
+    monkeypatch.setattr(tiny_reranker, "runtime", DeviceRuntime(FakeBackend(fits=100, value=math.nan), 10_000))
     with pytest.raises(ScoreError):
         tiny_reranker.rerank("q", ["a", "b"])
     with pytest.raises(ScoreError):
@@ -207,13 +162,13 @@ def test_library_prints_nothing(tiny_model_dir, capsys):
 
 
 def test_slices_tokenised_ahead_give_the_same_scores(tiny_model_dir, monkeypatch):
-    import crossrank.reranker as reranker_module
+    from crossrank.core import batching
 
     r = Reranker(str(tiny_model_dir), device="cpu", max_length=32, chunk_overlap=4)
     texts = [*TEXTS, *generated_sentences(20, seed=9)]
     whole = r.rerank("vitamin D", texts, long_passages="chunk")
     seen = []
-    monkeypatch.setattr(reranker_module, "ENCODE_SLICE", 4)
+    monkeypatch.setattr(batching, "ENCODE_SLICE", 4)
     sliced = r.rerank("vitamin D", texts, long_passages="chunk", progress=lambda *done_total: seen.append(done_total))
     # Per passage, not by position: "" and "   " encode alike, so their scores tie, and other batches can round the
     # tie either way (a 16-core host's BLAS did); same chunk and same score per passage is the claim.
@@ -226,10 +181,10 @@ def test_slices_tokenised_ahead_give_the_same_scores(tiny_model_dir, monkeypatch
 
 
 def test_an_error_while_tokenising_a_later_slice_reaches_the_caller(tiny_model_dir, monkeypatch):
-    import crossrank.reranker as reranker_module
+    from crossrank.core import batching
 
     r = Reranker(str(tiny_model_dir), device="cpu", max_length=32)
-    monkeypatch.setattr(reranker_module, "ENCODE_SLICE", 4)
+    monkeypatch.setattr(batching, "ENCODE_SLICE", 4)
     real = r.encoder.encode
     calls = []
 
@@ -244,58 +199,6 @@ def test_an_error_while_tokenising_a_later_slice_reaches_the_caller(tiny_model_d
         r.score([("q", f"passage {i}") for i in range(40)])
     monkeypatch.setattr(r.encoder, "encode", real)
     assert len(r.score([("q", f"passage {i}") for i in range(40)])) == 40  # nothing left behind
-
-
-class FakeDeviceBackend(FakeBackend):
-    """Also offers ``forward_device`` (logits left on the device): run_batches must use it, and only it."""
-
-    def forward(self, batch):
-        raise AssertionError("run_batches should use forward_device")
-
-    def forward_device(self, batch):
-        return FakeBackend.forward(self, batch)
-
-
-def test_run_batches_queues_device_logits_and_keeps_order_and_oom_splits():
-    items = [*encoded(7), *(e.__class__([0, 5, 5, 5, 5, 2], None, 7 + i) for i, e in enumerate(encoded(5)))]
-    backend = FakeDeviceBackend(fits=2)
-    assert run_batches(backend, items, max_batch_tokens=15) == [float(i) for i in range(12)]
-    assert sum(n for n in backend.calls if n <= 2) == 12, "each pair scored exactly once after the splits"
-    assert run_batches(FakeDeviceBackend(fits=2), [], max_batch_tokens=15) == []
-
-
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 100, 4000])
-@pytest.mark.parametrize("growth", [1.5, 2.0])
-def test_encode_slices_start_small_grow_and_cover_everything(n, growth):
-    from crossrank.reranker import encode_slices
-
-    bounds = encode_slices(n, first=16, most=256, growth=growth, taper=())
-    assert [s for s, _ in bounds[1:]] == [e for _, e in bounds[:-1]], "contiguous"
-    assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else bounds == []
-    sizes = [e - s for s, e in bounds]
-    assert all(0 < size <= 256 for size in sizes)
-    full = sizes[:-1]  # the last slice holds what is left
-    want = [16]
-    while len(want) < len(full):
-        want.append(min(256, math.ceil(want[-1] * growth)))
-    assert full == want[: len(full)]
-
-
-@pytest.mark.parametrize("n", [0, 1, 100, 255, 256, 257, 1000, 4000])
-def test_a_taper_ends_the_slices_with_its_sizes_and_covers_everything(n):
-    from crossrank.reranker import encode_slices
-
-    taper = (128, 64, 32, 16)
-    bounds = encode_slices(n, first=16, most=256, growth=1.5, taper=taper)
-    assert bounds == encode_slices(n, first=16, most=256, growth=1.5), "the default taper"
-    assert [s for s, _ in bounds[1:]] == [e for _, e in bounds[:-1]], "contiguous"
-    assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else bounds == []
-    sizes = [e - s for s, e in bounds]
-    if n > 16 + sum(taper):
-        assert sizes[-4:] == list(taper)
-        assert bounds[:-4] == encode_slices(n - sum(taper), first=16, most=256, growth=1.5, taper=())
-    else:  # too few pairs for a taper: the slices are those without one
-        assert bounds == encode_slices(n, first=16, most=256, growth=1.5, taper=())
 
 
 def test_an_unknown_long_passages_mode_is_a_clear_error(tiny_model_dir):

@@ -1,14 +1,13 @@
-"""The asynchronous engine under the HTTP service (and, later, Ray Serve): many callers, one model.
+"""The asynchronous engine under the HTTP service (and Ray Serve): many callers, one model.
 
 Pairs, not requests, are the unit of work. ``await engine.rerank(query, texts)`` tokenises its pairs on a tokeniser
 thread (off the event loop, so the next pairs are ready while the model runs), then puts every encoded sequence in one
-shared queue. A single worker thread owns the model: it takes a window of queued sequences, packs them under the token
-budget with :func:`batching.pack_batches` (so sequences of concurrent requests share batches), runs each batch
-through :func:`scoring.forward_with_backoff`, and hands every logit back to the request it belongs to. With
-several devices (``Reranker(devices=..., workers="threads")``) the worker hands each packed batch to the reranker's
-:class:`crossrank.runtime.workers.WorkerPool`, one thread per device, whichever is free. A
-request whose caller went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself
-is :mod:`crossrank.core.ranking`'s, exactly as in :class:`crossrank.Reranker`.
+shared queue. A scheduler thread takes a window of queued sequences, packs them under the token budget with
+:func:`crossrank.core.batching.pack_batches` (so sequences of concurrent requests share batches) and submits each
+batch to the reranker's runtime (:mod:`crossrank.runtime`), which launches it while the ones before it run, on one
+device or several; as each batch's logits come back they go to the requests they belong to. A request whose caller
+went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself is
+:mod:`crossrank.core.ranking`'s, exactly as in :class:`crossrank.Reranker`.
 
 Nothing here knows about HTTP: errors are plain exceptions the server maps to status codes.
 """
@@ -22,17 +21,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from crossrank.backends.base import Backend
 from crossrank.core.batching import pack_batches
 from crossrank.core.errors import CrossrankError
 from crossrank.core.inputs import check_passages, check_query, check_top_k
 from crossrank.core.ranking import RerankResult, aggregate_chunks, rank
 from crossrank.core.tokenize import EncodedPair
-from crossrank.runtime.scoring import forward_with_backoff
 
 if TYPE_CHECKING:
     from crossrank.reranker import Reranker
@@ -154,12 +151,8 @@ class Engine:
     ) -> None:
         if max_queued_pairs < 1:
             raise ValueError("max_queued_pairs must be at least 1")
-        backend: Backend | None = reranker.backend
-        if backend is None:
-            raise ValueError("the engine batches across requests on worker threads: make the Reranker with "
-                             "workers='threads' (worker processes serve Reranker.score and rerank)")
         self.reranker = reranker
-        self._backend = backend
+        self.runtime = reranker.runtime
         self.max_queued_pairs = max_queued_pairs
         self.max_batch_tokens = max_batch_tokens or reranker.settings.max_batch_tokens
         self.window_tokens = self.max_batch_tokens * max(1, window_batches)
@@ -172,7 +165,7 @@ class Engine:
         self._tokenizer_pool: ThreadPoolExecutor | None = None
         self._listeners: list[Callable[[BatchStats], None]] = []
         self._stats_lock = threading.Lock()
-        # With several devices (reranker.pool), batches finish on several worker threads at once.
+        # Batches finish on the runtime's threads, with several devices on several at once.
         self._deliver_lock = threading.Lock()
         self._batches = 0
         self._pairs = 0
@@ -345,29 +338,17 @@ class Engine:
             return window
 
     def _work(self) -> None:
-        padded = self._backend.padded
-        while True:
-            window = self._take_window()
-            if window is None:
-                return
-            if not window:
-                continue
-            for batch in pack_batches([len(it.sequence) for it in window], self.max_batch_tokens, padded=padded):
-                # Checked again per batch: a caller may have left while earlier batches ran.
+        while (window := self._take_window()) is not None:
+            lengths = [len(it.sequence) for it in window]
+            for batch in pack_batches(lengths, self.max_batch_tokens, padded=self.runtime.padded):
+                # Checked again per batch: a caller may have left while earlier batches were submitted.
                 items = [window[i] for i in batch if not (window[i].request.cancelled or window[i].request.failed)]
                 if items:
-                    self._dispatch(items)
+                    self._submit(items)
 
-    def _dispatch(self, items: list[_Item]) -> None:
-        """One device: run the batch here. Several: hand it to the next free worker (waiting while all are busy, so
-        sequences keep queueing on our side and later batches still mix requests)."""
-        pool = getattr(self.reranker, "pool", None)
-        if pool is None:
-            self._run_batch(items, self._backend)
-        else:
-            pool.submit(lambda backend: self._run_batch(items, backend))
-
-    def _run_batch(self, items: list[_Item], backend: Backend) -> None:
+    def _submit(self, items: list[_Item]) -> None:
+        """Hand one batch to the runtime (waiting while it has enough in flight, so sequences keep queueing on our
+        side and later batches still mix requests); its logits are delivered when they come back."""
         requests = list(dict.fromkeys(it.request for it in items))
         started = time.perf_counter()
         with self._deliver_lock:
@@ -375,17 +356,26 @@ class Engine:
                 if r.first_batch_at is None:
                     r.first_batch_at = started
         try:
-            logits = forward_with_backoff(backend, [it.sequence for it in items])
-        except Exception as exc:  # one bad batch fails only the requests it holds
-            log.exception("a batch of %d sequences failed", len(items))
+            future = self.runtime.submit([it.sequence for it in items], self.max_batch_tokens)
+        except Exception as exc:  # the runtime is closed or broken: fail this batch's requests, keep serving
+            future = Future()
+            future.set_exception(exc)
+        future.add_done_callback(lambda done: self._deliver(items, requests, started, done))
+
+    def _deliver(self, items: list[_Item], requests: list[_Request], started: float,
+                 future: Future[list[float]]) -> None:
+        exc = future.exception()
+        if exc is not None:  # one bad batch fails only the requests it holds
+            log.error("a batch of %d sequences failed", len(items), exc_info=exc)
             with self._deliver_lock:
                 for r in requests:
                     r.failed = True
                     _call_in_loop(r.loop, _set_exception, r.future, exc)
             return
+        logits = future.result()
         ended = time.perf_counter()
         lengths = [len(it.sequence) for it in items]
-        stats = BatchStats(len(items), max(lengths) * len(lengths) if backend.padded else sum(lengths),
+        stats = BatchStats(len(items), max(lengths) * len(lengths) if self.runtime.padded else sum(lengths),
                            len(requests), ended - started)
         with self._deliver_lock:
             for r in requests:
@@ -397,6 +387,9 @@ class Engine:
                 r.remaining -= 1
                 if r.remaining == 0:
                     _call_in_loop(r.loop, _set_result, r.future, [float(v) for v in r.logits if v is not None])
+        self._record(stats)
+
+    def _record(self, stats: BatchStats) -> None:
         with self._stats_lock:
             self._batches += 1
             self._pairs += stats.pairs

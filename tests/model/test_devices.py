@@ -181,3 +181,19 @@ def test_default_batch_tokens_by_device(tiny_model_dir):
     assert Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=77).settings.max_batch_tokens == 77
     with pytest.raises(ValueError, match="at least 1"):
         Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=-5)
+
+
+def test_resolve_devices() -> None:
+    from crossrank.model.devices import resolve_devices
+
+    assert resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
+    assert resolve_devices(["cpu", "cpu", "cpu"]) == [torch.device("cpu")] * 3
+    if torch.cuda.is_available():
+        assert resolve_devices("all") == [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        assert resolve_devices("0") == [torch.device("cuda", 0)]
+    else:
+        assert len(resolve_devices("all")) == 1
+        with pytest.raises(DeviceError):
+            resolve_devices("0,1")
+    with pytest.raises(DeviceError):
+        resolve_devices(" , ")

@@ -1,8 +1,8 @@
-"""Worker processes (one per device, each a single-device Reranker): same scores as one device, clear failures."""
+"""Several devices as worker processes (one per device, each a DeviceRuntime): one device's scores, clear failures."""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,9 +13,9 @@ import pytest
 
 from crossrank import Reranker
 from crossrank.core.settings import ModelSettings
-from crossrank.core.tokenize import EncodedPair
 from crossrank.engine import Engine
-from crossrank.runtime.processes import ProcessWorkers, WorkerProcessError, pick_child, slice_work
+from crossrank.runtime.child import ChildError
+from crossrank.runtime.processes import ProcessRuntime, pick_child
 from crossrank.testing import generated_sentences
 
 TEXTS = list(generated_sentences(300, seed=21))
@@ -24,134 +24,118 @@ PAIRS = [(TEXTS[i % 5], TEXTS[(i * 13) % len(TEXTS)]) for i in range(1300)]
 
 
 @pytest.fixture(scope="module")
-def in_processes(tiny_model_dir: Path) -> Reranker:
-    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512)  # processes: the default
+def two_devices(tiny_model_dir: Path) -> Reranker:
+    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512)
     yield reranker  # type: ignore[misc]
     reranker.close()
 
 
-def test_processes_score_exactly_like_one_device(tiny_model_dir: Path, in_processes: Reranker) -> None:
-    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
-    assert in_processes.processes is not None and in_processes.processes.size == 2
-    assert in_processes.pool is None, "no in-process replicas with worker processes"
-    assert in_processes.describe()["workers"] == "processes"
-    # This process keeps the tokenizer only (its tokenizer processes tokenise the slices); the children report the
-    # backend they chose.
-    assert in_processes.model is None and in_processes.backend is None
-    assert in_processes.tokenizer_pool is not None and in_processes.describe()["tokenizer_processes"] >= 2
-    assert in_processes.describe()["backend"] == one.describe()["backend"] == one.settings.backend
+@pytest.fixture(scope="module")
+def one_device(tiny_model_dir: Path) -> Reranker:
+    reranker = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
+    yield reranker  # type: ignore[misc]
+    reranker.close()
+
+
+@pytest.mark.slow
+def test_processes_score_exactly_like_one_device(two_devices: Reranker, one_device: Reranker) -> None:
+    assert isinstance(two_devices.runtime, ProcessRuntime)
+    assert two_devices.describe()["devices"] == ["cpu", "cpu"]
+    assert two_devices.describe()["tokenizer_processes"] >= 2
+    assert two_devices.describe()["backend"] == one_device.describe()["backend"]
     seen: list[tuple[int, int]] = []
-    assert in_processes.score(PAIRS, normalize=False, progress=lambda *d: seen.append(d)) == \
-        one.score(PAIRS, normalize=False)
+    assert two_devices.score(PAIRS, normalize=False, progress=lambda *d: seen.append(d)) == \
+        one_device.score(PAIRS, normalize=False)
     assert seen[-1] == (len(PAIRS), len(PAIRS)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     query = "which city is the capital"
-    assert in_processes.rerank(query, TEXTS, top_k=20) == one.rerank(query, TEXTS, top_k=20)
+    assert two_devices.rerank(query, TEXTS, top_k=20) == one_device.rerank(query, TEXTS, top_k=20)
     # Long passages split into windows: the children return each window's logit and the parent keeps the best.
-    assert in_processes.rerank(query, TEXTS, long_passages="chunk") == one.rerank(query, TEXTS, long_passages="chunk")
-    assert in_processes.score([]) == []
+    assert two_devices.rerank(query, TEXTS, long_passages="chunk") == \
+        one_device.rerank(query, TEXTS, long_passages="chunk")
+    assert two_devices.score([]) == []
 
 
-def test_processes_without_a_tapered_end_score_exactly_like_one_device(tiny_model_dir: Path, in_processes: Reranker,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import crossrank.reranker as reranker_module
+@pytest.mark.slow
+def test_without_a_tapered_end_too(two_devices: Reranker, one_device: Reranker,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.core import batching
 
-    assert [e - s for s, e in reranker_module.encode_slices(len(PAIRS))][-4:] == [128, 64, 32, 16]  # the default
-    monkeypatch.setattr(reranker_module, "ENCODE_TAPER", ())
-    assert [e - s for s, e in reranker_module.encode_slices(len(PAIRS))][-2:] == [256, 16]
-    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
-    assert in_processes.score(PAIRS, normalize=False) == one.score(PAIRS, normalize=False)
-    one.close()
+    monkeypatch.setattr(batching, "ENCODE_TAPER", ())
+    assert [e - s for s, e in batching.encode_slices(len(PAIRS))][-2:] == [256, 16]
+    assert two_devices.score(PAIRS, normalize=False) == one_device.score(PAIRS, normalize=False)
 
 
-def test_processes_that_tokenise_their_own_slices_score_exactly_like_one_device(tiny_model_dir: Path) -> None:
-    # No tokenizer processes (or where they cannot start): each worker process tokenises the texts it is sent.
+@pytest.mark.slow
+def test_without_tokenizer_processes_too(tiny_model_dir: Path, one_device: Reranker) -> None:
     many = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0)
-    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
     try:
-        assert many.processes is not None and many.tokenizer_pool is None
-        assert many.score(PAIRS, normalize=False) == one.score(PAIRS, normalize=False)
-        query = "which city is the capital"
-        assert many.rerank(query, TEXTS, long_passages="chunk") == one.rerank(query, TEXTS, long_passages="chunk")
+        assert many.describe()["tokenizer_processes"] == 0
+        assert many.score(PAIRS[:400], normalize=False) == one_device.score(PAIRS[:400], normalize=False)
     finally:
         many.close()
-        one.close()
 
 
-def test_the_next_slice_goes_to_the_child_with_least_work_queued_among_those_with_room() -> None:
+def test_the_next_submission_goes_to_the_child_with_least_work_queued_among_those_with_room() -> None:
     assert pick_child([2, 2], [900, 300], limit=3) == 1  # both have room: the one that will finish first
-    assert pick_child([1, 2], [900, 300], limit=3) == 1  # least work, not fewest slices
+    assert pick_child([1, 2], [900, 300], limit=3) == 1  # least work, not fewest in flight
     assert pick_child([3, 0], [0, 900], limit=3) == 1  # the other is full
     assert pick_child([2, 2, 2], [300, 300, 300], limit=3) == 0  # a tie: the first
-    assert pick_child([1, 2], [300, 300], limit=3) == 0  # the same work: fewest slices
+    assert pick_child([1, 2], [300, 300], limit=3) == 0  # the same work: fewest in flight
     assert pick_child([3, 3], [0, 0], limit=3) is None  # all full: wait for an answer
-    encoded = [EncodedPair([0, 5, 6, 2], None, 0, 0), EncodedPair([0, 7, 2], None, 1, 0)]
-    assert slice_work(("encoded", encoded)) == 7  # tokens, where tokenised already
-    assert slice_work(("pairs", [("q", "p")] * 5, "truncate")) == 5  # else pairs
 
 
-def test_a_failing_slice_raises_its_error_and_the_workers_stay_usable(in_processes: Reranker) -> None:
-    workers = in_processes.processes
-    assert workers is not None
-    with pytest.raises(ValueError, match="long_passages must be one of"):
-        workers.score_slices([("pairs", PAIRS[start:start + 10], "bogus") for start in (0, 10, 20)])
-    assert len(in_processes.score(PAIRS[:40])) == 40
+@pytest.mark.slow
+def test_a_failing_submission_fails_its_future_and_the_children_stay_usable(two_devices: Reranker) -> None:
+    encoded = two_devices.encode(PAIRS[:10])
+    with pytest.raises(ValueError, match="max_batch_tokens must be at least 1"):
+        two_devices.runtime.submit(encoded, max_batch_tokens=-1).result(60)
+    assert len(two_devices.score(PAIRS[:40])) == 40
 
 
 class Stop(Exception):
     pass
 
 
-def test_an_interrupted_call_leaves_the_workers_usable(tiny_model_dir: Path, in_processes: Reranker) -> None:
-    # Ctrl-C, or a progress callback that raises, between messages: slices are still owed by the children. The next
-    # call takes those first, so its answers are its own.
+@pytest.mark.slow
+def test_an_interrupted_call_leaves_the_children_usable(two_devices: Reranker, one_device: Reranker) -> None:
+    # Ctrl-C, or a progress callback that raises: what was submitted is still answered, in the background.
     def stop_early(done: int, _total: int) -> None:
         if done > 100:
             raise Stop
 
     with pytest.raises(Stop):
-        in_processes.score(PAIRS, progress=stop_early)
-    workers = in_processes.processes
-    assert workers is not None and sum(workers._owed) > 0
-    one = Reranker(str(tiny_model_dir), device="cpu", max_batch_tokens=512)
-    assert in_processes.score(PAIRS[:300], normalize=False) == one.score(PAIRS[:300], normalize=False)
-    assert sum(workers._owed) == 0
-    one.close()
+        two_devices.score(PAIRS, progress=stop_early)
+    assert two_devices.score(PAIRS[:300], normalize=False) == one_device.score(PAIRS[:300], normalize=False)
 
 
+@pytest.mark.slow
 def test_a_child_that_cannot_load_its_model_fails_the_start(tmp_path: Path) -> None:
-    settings = ModelSettings(model=str(tmp_path / "no-such-model"), device="cpu")
-    with pytest.raises(Exception, match="no-such-model"):
-        ProcessWorkers(settings, ["cpu"])
+    settings = ModelSettings(model="no-such-model", device="cpu")
+    with pytest.raises(Exception, match=r"no-such-model|config"):
+        ProcessRuntime(tmp_path / "no-such-model", settings, ["cpu", "cpu"])
 
 
-def test_a_child_that_dies_at_once_fails_the_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import crossrank.runtime.processes as processes
-
-    monkeypatch.setattr(processes.sys, "executable", "/bin/sh")  # `sh -m ...`: an unknown option, exit at once
-    with pytest.raises(WorkerProcessError, match="exit code"):
-        ProcessWorkers(ModelSettings(model=str(tmp_path), device="cpu"), ["cpu"])
-
-
+@pytest.mark.slow
 def test_a_killed_child_gives_a_clear_error(tiny_model_dir: Path) -> None:
-    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", workers="processes")
+    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", tokenizer_processes=0)
     try:
-        assert reranker.processes is not None
-        reranker.processes._procs[1].kill()
-        reranker.processes._procs[1].wait()
-        with pytest.raises(WorkerProcessError, match=r"stopped|gone"):
-            reranker.score(PAIRS[:200])
-        with pytest.raises(WorkerProcessError, match="unusable"):
-            reranker.score(PAIRS[:10])
+        runtime = reranker.runtime
+        assert isinstance(runtime, ProcessRuntime)
+        runtime._children[1]._proc.kill()
+        runtime._children[1]._proc.wait()
+        with pytest.raises(ChildError, match=r"worker process for cpu stopped \(exit code -9\)"):
+            reranker.score(PAIRS[:600])
     finally:
         reranker.close()
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_works(tiny_model_dir: Path, tmp_path: Path) -> None:
     # multiprocessing's spawn would run this script again in each child; the children here never import it.
     script = tmp_path / "score.py"
     script.write_text(textwrap.dedent(f"""
         from crossrank import Reranker
-        r = Reranker({str(tiny_model_dir)!r}, devices="cpu,cpu", workers="processes")
+        r = Reranker({str(tiny_model_dir)!r}, devices="cpu,cpu")
         print("scores", len(r.score([("a query", "a passage")] * 50)))
         r.close()
     """), encoding="utf-8")
@@ -161,29 +145,18 @@ def test_a_script_without_a_main_guard_works(tiny_model_dir: Path, tmp_path: Pat
     assert done.stdout.count("scores 50") == 1
 
 
-def test_bad_workers_value_and_the_engine_refuse_clearly(tiny_model_dir: Path, in_processes: Reranker) -> None:
-    with pytest.raises(ValueError, match="workers must be one of"):
-        Reranker(str(tiny_model_dir), device="cpu", workers="fork")
-    with pytest.raises(ValueError, match="workers='threads'"):
-        Engine(in_processes)
-
-
-def test_one_device_with_processes_runs_in_process(tiny_model_dir: Path) -> None:
-    reranker = Reranker(str(tiny_model_dir), device="cpu", workers="processes")
-    assert reranker.processes is None and dataclasses.asdict(reranker.settings)["devices"] == ""
-    reranker.close()
-
-
-def test_auto_falls_back_to_threads_where_processes_are_not_supported(tiny_model_dir: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import crossrank.runtime.processes as processes
-
-    monkeypatch.setattr(processes, "SUPPORTED", False)  # as on Windows: no pass_fds
-    reranker = Reranker(str(tiny_model_dir), devices="cpu,cpu", max_batch_tokens=512, tokenizer_processes=0)
+@pytest.mark.slow
+async def test_the_engine_over_two_devices_matches_the_library(two_devices: Reranker, one_device: Reranker) -> None:
+    engine = Engine(two_devices, max_batch_tokens=256)
+    await engine.start(warm_up=False)
+    queries = [f"query {i} capital city" for i in range(8)]
     try:
-        assert reranker.processes is None and reranker.pool is not None
-        assert reranker.describe()["workers"] == "threads"
+        outcomes = await asyncio.gather(*(engine.rerank(q, TEXTS[i * 30:(i + 1) * 30]) for i, q in enumerate(queries)))
     finally:
-        reranker.close()
-    with pytest.raises(WorkerProcessError, match="POSIX"):
-        Reranker(str(tiny_model_dir), devices="cpu,cpu", workers="processes")
+        await engine.stop()
+    assert engine.stats().batches >= 2
+    for i, (query, outcome) in enumerate(zip(queries, outcomes, strict=True)):
+        expected = one_device.rerank(query, TEXTS[i * 30:(i + 1) * 30])
+        # Batches mix requests differently from the library's, so padding changes the last float bits only.
+        assert [r.index for r in outcome.results] == [r.index for r in expected]
+        assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)

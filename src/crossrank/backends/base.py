@@ -12,11 +12,11 @@ from crossrank.core.tokenize import EncodedPair
 
 @runtime_checkable
 class Backend(Protocol):
-    """Runs the cross-encoder on one batch of encoded pairs and returns one float32 logit per pair, on the CPU.
+    """Runs the cross-encoder on one batch of encoded pairs: ``forward(batch)`` returns one float32 logit per pair,
+    in batch order, left on the device without waiting for it (the runtime queues the next batch meanwhile and copies
+    the logits back once they are ready).
 
     ``padded`` says how the batch packer should count a batch's cost: padded to its longest sequence, or packed.
-    A backend may also offer ``forward_device(batch)``: the same logits left on the device without waiting for them;
-    :func:`crossrank.runtime.scoring.run_batches` then queues all batches and copies the logits back once.
     """
 
     name: str

@@ -470,18 +470,12 @@ class PackedBackend:
 
     @torch.inference_mode()
     def forward(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
-        """One logit per sequence of ``batch``, as a 1-D float32 CPU tensor, in batch order."""
-        return self.forward_device(batch).cpu()
-
-    @torch.inference_mode()
-    def forward_device(self, batch: Sequence[EncodedPair]) -> torch.Tensor:
-        """Like :meth:`forward`, but the float32 logits stay on the device and nothing waits for the GPU: the caller
-        queues several batches and copies all their logits back at once (one host sync instead of one per batch).
+        """One logit per sequence of ``batch``, as a 1-D float32 tensor on the device, in batch order; nothing waits
+        for the GPU.
 
         On CUDA it runs with this backend's GPU as the current device, whatever the calling thread's is: Triton
         launches its kernels on the current device, so a model on ``cuda:1`` called from a thread whose current device
-        is ``cuda:0`` (the main thread, by default) would otherwise fail ("Pointer argument cannot be accessed from
-        Triton"), as a probe with two GPUs showed."""
+        is ``cuda:0`` would otherwise fail ("Pointer argument cannot be accessed from Triton")."""
         with torch.cuda.device(self.device) if self._cuda else contextlib.nullcontext():
             return self._forward_device(batch)
 

@@ -38,4 +38,4 @@ class PaddedBackend:
         non_blocking = self.device.type == "cuda"
         inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in inputs.items()}
         logits = self.model(**inputs, return_dict=True).logits
-        return logits.view(-1).float().cpu()
+        return logits.view(-1).float()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 ENV_PREFIX = "CROSSRANK_"
+LONG_PASSAGE_MODES = ("truncate", "chunk")
+"""What to do with a passage longer than fits beside the query: cut it (as FlagReranker does), or score its windows."""
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` with the numbers of pairs scored so far and in all."""
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,9 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             from crossrank.reranker import Reranker
 
             log.info("loading model %s", settings.model.model)
-            # The engine tokenises each request in a thread of its own (no tokenizer processes, Reranker.score's)
-            # and batches across requests on worker threads, one per device.
-            reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0, "threads")
+            # The engine tokenises each request in a thread of its own (no tokenizer processes: those serve
+            # Reranker.score's slices) and batches across requests on the reranker's runtime, one or several devices.
+            reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0)
             current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs)
         current.add_batch_listener(metrics.observe_batch)
         metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
