@@ -30,7 +30,7 @@ def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, 
 
 @pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank", "/rerank"])
 async def test_cohere_shape_equals_library(client: httpx.AsyncClient, tiny_reranker: Any, path: str) -> None:
-    resp = await client.post(path, json={"model": "anything", "query": QUERY, "documents": DOCS, "top_n": 5})
+    resp = await client.post(path, json={"model": "tiny-reranker", "query": QUERY, "documents": DOCS, "top_n": 5})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["object"] == "rerank" and body["id"] and body["model"] == tiny_reranker.model_name
@@ -111,10 +111,12 @@ async def test_invalid_bodies_are_422(client: httpx.AsyncClient, path: str, body
     assert resp.json()["error_type"] == "validation" and resp.json()["error"]
 
 
-async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
-    resp = await client.post("/v1/rerank", content=b'{"query": "q", "documents": [',
-                             headers={"content-type": "application/json"})
-    assert resp.status_code == 422 and resp.json()["error_type"] == "validation"
+@pytest.mark.parametrize("content", [b'{"query": "q", "documents": [', b'{"query": "\xff", "documents": ["a"]}',
+                                     b"not json"])
+async def test_unparsable_json_is_one_400(client: httpx.AsyncClient, content: bytes) -> None:
+    resp = await client.post("/v1/rerank", content=content, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "the request body is not valid JSON (UTF-8 text)", "error_type": "invalid_json"}
 
 
 @pytest.mark.parametrize("path,key", [("/v1/rerank", "documents"), ("/v2/rerank", "documents"), ("/rerank", "texts"),
@@ -265,7 +267,7 @@ async def test_info_and_models(client: httpx.AsyncClient, tiny_reranker: Any) ->
     assert card.status_code == 200 and card.json()["model_type"] == "rerank"
     assert (await client.get(f"/v1/models{tiny_reranker.model_name}")).status_code == 200
     unknown = await client.get("/v1/models/not-this-one")
-    assert unknown.status_code == 404 and unknown.json()["error_type"] == "not_found"
+    assert unknown.status_code == 404 and unknown.json()["error_type"] == "model_not_found"
 
 
 async def test_metrics_count_requests_and_batches(client: httpx.AsyncClient) -> None:

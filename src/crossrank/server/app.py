@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine
 from crossrank.server.auth import ApiKeyMiddleware
 from crossrank.server.errors import install_error_handlers
+from crossrank.server.guard import RequestGuardMiddleware
 from crossrank.server.metrics import ServiceMetrics
 from crossrank.server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from crossrank.server.routes import CLIENT_GONE, ClientGoneError, router
@@ -31,12 +33,13 @@ log = logging.getLogger("crossrank.server")
 
 STATIC_DIR = Path(__file__).parent / "static"
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'"
 )
 
 
 class _WithCsp:
-    """Add the page's Content-Security-Policy (and no-sniff) to every static response."""
+    """Add the page's Content-Security-Policy to every static response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,25 +50,27 @@ class _WithCsp:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"),
                 ]
             await send(message)
 
         await self.app(scope, receive, send_with_csp)
 
 
-def _static_checker(static_dir: Path | None) -> tuple[bool, Callable[[str, str], bool]]:
-    root = static_dir.resolve() if static_dir is not None and static_dir.is_dir() else None
-
-    def is_static_file(method: str, path: str) -> bool:
-        """The web page's own files are public (a browser cannot send the key when it loads a page)."""
-        if root is None or method not in ("GET", "HEAD"):
-            return False
-        relative = path.lstrip("/") or "index.html"
-        candidate = (root / relative).resolve()
-        return candidate.is_file() and candidate.is_relative_to(root)
-
-    return root is not None, is_static_file
+def public_page_paths(static_dir: Path | None) -> frozenset[str]:
+    """The URL paths of the web page's own files, listed once: only these exact paths are public (a browser cannot
+    send the key when it loads a page). Matching exact strings, never resolving the request's path on disk, keeps
+    ``/v1/models/../../app.js`` (which the router sees as a model id) behind the key."""
+    if static_dir is None or not static_dir.is_dir():
+        return frozenset()
+    paths: set[str] = set()
+    for file in static_dir.rglob("*"):
+        if file.is_file():
+            relative = file.relative_to(static_dir).as_posix()
+            paths.add("/" + relative)
+            if file.name == "index.html":
+                folder = relative[: -len("index.html")]
+                paths.add("/" + folder)
+    return frozenset(paths)
 
 
 def create_app(settings: ServerSettings, engine: Engine | None = None, *, static_dir: Path | None = STATIC_DIR
@@ -84,7 +89,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             # The engine tokenises each request in a thread of its own (no tokenizer processes, Reranker.score's)
             # and batches across requests on worker threads, one per device.
             reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0, "threads")
-            current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs)
+            current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs,
+                             max_queue_seconds=settings.max_queue_seconds)
         current.add_batch_listener(metrics.observe_batch)
         metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
         metrics.watch_gpu_memory(current.reranker.describe()["devices"])
@@ -118,13 +124,19 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
     app.add_exception_handler(ClientGoneError, on_client_gone)
     app.include_router(router)
 
-    has_static, is_static_file = _static_checker(static_dir)
-    if has_static and static_dir is not None:
+    page = public_page_paths(static_dir)
+    if page and static_dir is not None:
         app.mount("/", _WithCsp(StaticFiles(directory=static_dir, html=True)), name="static")
 
-    # Added innermost first: auth, then the body limit, then (outermost of ours) CORS and the request context.
+    def is_page_file(method: str, path: str) -> bool:
+        return method in ("GET", "HEAD") and path in page
+
+    # Added innermost first: the request guard, auth, then the body limit, then (outermost of ours) CORS and the
+    # request context.
+    api_routes = [r for r in app.router.routes if isinstance(r, Route)]
+    app.add_middleware(RequestGuardMiddleware, routes=api_routes, max_headers=settings.max_headers)
     if settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, is_public=is_static_file)
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, is_public=is_page_file)
     app.add_middleware(BodyLimitMiddleware, limit=settings.payload_limit)
     if settings.cors_origins:
         app.add_middleware(
