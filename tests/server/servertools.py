@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import torch
 
 API_KEY = "test-key-123"
 
@@ -46,3 +47,21 @@ def start_live_server(app: Any) -> LiveServer:
 def stop_live_server(live: LiveServer) -> None:
     live.server.should_exit = True
     live.thread.join(30)
+
+
+class GatedBackend:
+    """The tiny model's backend, held at the door until ``gate`` is set: makes "busy" deterministic."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self.inner, self.gate = inner, gate
+        self.name, self.device, self.dtype, self.padded = "gated", inner.device, inner.dtype, inner.padded
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        self.gate.wait(30)
+        return self.inner.forward(batch)
+
+
+class FakeReranker:
+    def __init__(self, inner: Any, backend: Any) -> None:
+        self.settings, self.max_length, self.model_name = inner.settings, inner.max_length, inner.model_name
+        self.backend, self.encode, self.describe = backend, inner.encode, inner.describe

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import torch
 from servertools import API_KEY, MakeClient
+from servertools import FakeReranker as _FakeReranker
+from servertools import GatedBackend as _GatedBackend
 
 from crossrank.testing import generated_sentences
 
@@ -152,24 +154,6 @@ async def test_no_truncation_asked_gives_413(client: httpx.AsyncClient) -> None:
     assert strict.status_code == 413 and "truncation" in strict.json()["error"]
     cut = await client.post("/rerank", json={"query": "q", "texts": ["short", long_text]})
     assert cut.status_code == 200 and len(cut.json()) == 2  # truncated by default, never an error
-
-
-class _GatedBackend:
-    """The tiny model's backend, held at the door until ``gate`` is set: makes "busy" deterministic."""
-
-    def __init__(self, inner: Any, gate: threading.Event) -> None:
-        self.inner, self.gate = inner, gate
-        self.name, self.device, self.dtype, self.padded = "gated", inner.device, inner.dtype, inner.padded
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        self.gate.wait(30)
-        return self.inner.forward(batch)
-
-
-class _FakeReranker:
-    def __init__(self, inner: Any, backend: Any) -> None:
-        self.settings, self.max_length, self.model_name = inner.settings, inner.max_length, inner.model_name
-        self.backend, self.encode, self.describe = backend, inner.encode, inner.describe
 
 
 async def test_queue_full_is_429_with_retry_after(make_client: MakeClient, tiny_reranker: Any) -> None:

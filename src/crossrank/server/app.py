@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from crossrank.engine import Engine
 from crossrank.server.auth import ApiKeyMiddleware
 from crossrank.server.errors import install_error_handlers
 from crossrank.server.guard import RequestGuardMiddleware
+from crossrank.server.memory import MemoryReleaser
 from crossrank.server.metrics import ServiceMetrics
 from crossrank.server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from crossrank.server.routes import CLIENT_GONE, ClientGoneError, router
@@ -73,6 +74,18 @@ def public_page_paths(static_dir: Path | None) -> frozenset[str]:
     return frozenset(paths)
 
 
+def _batches_since_last_call(engine: Engine) -> Callable[[], bool]:
+    last = -1
+
+    def busy() -> bool:
+        nonlocal last
+        batches = engine.stats().batches
+        changed, last = batches != last, batches
+        return changed
+
+    return busy
+
+
 def create_app(settings: ServerSettings, engine: Engine | None = None, *, static_dir: Path | None = STATIC_DIR
                ) -> FastAPI:
     """Build the service. ``engine``: an engine over an already loaded model (tests); else the model in
@@ -92,6 +105,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs,
                              max_queue_seconds=settings.max_queue_seconds)
         current.add_batch_listener(metrics.observe_batch)
+        releaser = MemoryReleaser(settings.release_memory_seconds, _batches_since_last_call(current))
+        releaser.start()
         metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
         metrics.watch_gpu_memory(current.reranker.describe()["devices"])
         await current.start(warm_up=True)
@@ -103,6 +118,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
         finally:
             app.state.ready = False
             await current.stop()  # uvicorn has already waited for open requests; this finishes anything queued
+            releaser.stop()
             current.remove_batch_listener(metrics.observe_batch)
 
     app = FastAPI(
@@ -133,7 +149,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
 
     # Added innermost first: the request guard, auth, then the body limit, then (outermost of ours) CORS and the
     # request context.
-    api_routes = [r for r in app.router.routes if isinstance(r, Route)]
+    # FastAPI keeps an included router as one entry of its own: its routes are listed from the router itself.
+    api_routes = [r for r in [*app.router.routes, *router.routes] if isinstance(r, Route)]
     app.add_middleware(RequestGuardMiddleware, routes=api_routes, max_headers=settings.max_headers)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, is_public=is_page_file)
