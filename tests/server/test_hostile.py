@@ -75,8 +75,8 @@ async def test_wrong_methods_are_405_with_the_true_allow(make_client: MakeClient
     assert (await client.get("/no-such-file.js", headers=AUTH)).status_code == 404
 
 
-@pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"},
-                                     {}])
+@pytest.mark.parametrize("headers", [{"content-type": "text/plain"},
+                                     {"content-type": "application/x-www-form-urlencoded"}, {}])
 async def test_a_body_that_is_not_json_is_415(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     resp = await client.post("/v1/rerank", content=b'{"query": "q", "documents": ["a"]}', headers=headers)
     assert resp.status_code == 415 and resp.json()["error_type"] == "unsupported_media_type"
