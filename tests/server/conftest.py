@@ -44,6 +44,6 @@ async def client(make_client: MakeClient) -> httpx.AsyncClient:
 def live_server(tiny_reranker: Any) -> Iterator[LiveServer]:
     """A started service with an API key, shared by a module's tests."""
     settings = ServerSettings(api_key=API_KEY)
-    live = start_live_server(create_app(settings, Engine(tiny_reranker), static_dir=None))
+    live = start_live_server(create_app(settings, Engine(tiny_reranker), static_dir=None), settings)
     yield live
     stop_live_server(live)

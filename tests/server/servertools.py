@@ -25,15 +25,20 @@ class LiveServer:
     thread: threading.Thread
 
 
-def start_live_server(app: Any) -> LiveServer:
-    """uvicorn on 127.0.0.1 at a free port, in a thread of this process; returns once it accepts connections."""
+def start_live_server(app: Any, settings: Any = None) -> LiveServer:
+    """uvicorn on 127.0.0.1 at a free port, in a thread of this process, configured as ``crossrank serve`` configures
+    it (the guarded protocol and limits of ``settings``); returns once it accepts connections."""
     import uvicorn
+
+    from crossrank.core.settings import ServerSettings
+    from crossrank.server.protocol import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn_config(app, settings or ServerSettings(), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -83,7 +83,8 @@ def serve(
         "/health answers 503 when queued work has seen no forward pass finish for this long.",
         "health_stall_seconds", min=1)] = _DEFAULTS.health_stall_seconds,
     release_memory_seconds: Annotated[float, _option(
-        "While busy, give freed heap back to the OS this often (glibc malloc_trim); 0: never.",
+        "Give freed memory back to the OS: large blocks at once, and the rest of the heap this often while busy "
+        "(glibc's mallopt and malloc_trim); 0: leave the allocator as it is.",
         "release_memory_seconds", min=0)] = _DEFAULTS.release_memory_seconds,
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable); "
                                                           "CORS is closed when none is given.",
@@ -138,6 +139,10 @@ def serve(
                                      cpus_per_replica=cpus_per_replica,
                                      target_ongoing_requests=target_ongoing_requests))
         return
+    if release_memory_seconds > 0:
+        from crossrank.server.memory import release_large_blocks_promptly
+
+        release_large_blocks_promptly()  # before the model and its threads allocate anything
     engine = load_engine(settings, debug=debug)
     config = uvicorn_config(create_app(settings, engine), settings, log_level=log_level, access_log=True)
     _graceful_server_class()(config).run()

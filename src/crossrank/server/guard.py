@@ -42,7 +42,7 @@ def _is_json(content_type: str) -> bool:
 
 
 class RequestGuardMiddleware:
-    """Answers, before any route runs: 400 for control characters in the path, 431 for more than ``max_headers``
+    """Answers, before any route runs: 404 for control characters in the path, 431 for more than ``max_headers``
     headers, 405 (with ``Allow``) for a method a route does not take, 415 for a body that is not JSON. HEAD on a GET
     route is answered as GET without the body."""
 
@@ -56,7 +56,8 @@ class RequestGuardMiddleware:
             await self.app(scope, receive, send)
             return
         if has_control_characters(scope["path"]):
-            await error_response(400, "invalid_path", "the path holds control characters")(scope, receive, send)
+            # No resource here has control characters in its name: a 404, whatever the route (a model id included).
+            await error_response(404, "not_found", "no such path: it holds control characters")(scope, receive, send)
             return
         if len(scope.get("headers", [])) > self.max_headers:
             await error_response(431, "headers_too_large",

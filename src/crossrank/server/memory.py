@@ -1,9 +1,10 @@
-"""Give freed heap back to the operating system now and then (glibc only).
+"""Give freed heap back to the operating system (glibc only).
 
 Under steady load of varying batch shapes, glibc keeps freed memory in its per-thread arenas and, once tensors of
-varying sizes have moved its mmap threshold up, in the heap: RSS climbs in steps long after the live memory has
-stopped growing. ``malloc_trim(0)`` returns the free pages of every arena; it costs milliseconds, so a background
-thread calls it every few seconds, and only after work has been done since its last call.
+varying sizes have moved its dynamic mmap threshold up, in the heap: RSS climbs long after the live memory has
+stopped growing. Two remedies, both glibc's own: :func:`release_large_blocks_promptly` fixes the mmap and trim
+thresholds (large blocks are mapped and unmapped, never parked in the heap), and :class:`MemoryReleaser` calls
+``malloc_trim(0)`` now and then, which returns the free pages of every arena.
 """
 
 from __future__ import annotations
@@ -17,15 +18,33 @@ from collections.abc import Callable
 log = logging.getLogger("crossrank.server")
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
+
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        function: Callable[..., int] = getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return None
-    return trim
+    return function
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    return _libc_function("malloc_trim")
+
+
+def release_large_blocks_promptly(threshold: int = 2**20) -> bool:
+    """Blocks of ``threshold`` bytes or more are mapped on their own and unmapped when freed, and the heap top is
+    returned past ``threshold`` (as ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` would, but settable after
+    start). Process-wide, so only the ``serve`` command calls it. False where the C library is not glibc."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))
 
 
 class MemoryReleaser:

@@ -207,8 +207,7 @@ async def rerank_any(request: Request, response: Response, body: AnyRerankReques
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 async def health(request: Request, response: Response) -> HealthResponse:
-    """Readiness from state, with no model work (the probe is public): loaded and warmed up, the model thread alive,
-    and queued work moving. A long queue that moves is healthy; it is what the queue limits are for."""
+    """Readiness from state, no model work: loaded, model thread alive, queued work moving (busy is healthy)."""
     engine: Engine | None = getattr(request.app.state, "engine", None)
     ready = engine is not None and getattr(request.app.state, "ready", False)
     if ready and engine is not None and engine.health(_settings(request).health_stall_seconds).ok:
