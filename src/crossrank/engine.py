@@ -283,7 +283,8 @@ class Engine:
         self._last_progress: float | None = None  # monotonic time of the last finished forward pass
         self._busy_since: float | None = None  # when the queue last went from empty to non-empty
         self._pairs_per_second: float | None = None
-        self._parallel = max(1, len(self.reranker.describe()["devices"]))  # batches run at once, one per device
+        pool = getattr(self.reranker, "pool", None)
+        self._parallel = max(1, getattr(pool, "size", 1)) if pool is not None else 1  # batches at once, one a device
         self._listeners.append(self._observe_progress)
 
     def _observe_progress(self, stats: BatchStats) -> None:
