@@ -45,9 +45,9 @@ def test_schemathesis_coverage_phase_finds_no_5xx_and_no_wrong_method(live_serve
     undocumented method to every path and wants 405 with Allow). Lenient parsing (``"true"``, ``0`` as booleans) is
     a documented choice, so its negative-data check is not run."""
     st = Path(sys.executable).with_name("st")
-    result = subprocess.run([str(st), "run", live_server.url + "/openapi.json", "-H", f"Authorization: Bearer {API_KEY}",
-                             "--phases", "examples,coverage", "-n", "10", "--checks", SERVICE_CHECKS, "--no-color"],
-                            capture_output=True, text=True, timeout=300)
+    command = [str(st), "run", live_server.url + "/openapi.json", "-H", f"Authorization: Bearer {API_KEY}",
+               "--phases", "examples,coverage", "-n", "10", "--checks", SERVICE_CHECKS, "--no-color"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Unsupported method" not in result.stdout and "Server error" not in result.stdout
 
