@@ -197,6 +197,7 @@ def print_soak(row: dict[str, Any], header: str) -> None:
     for key, m in row["memory"].items():
         print(f"| {key} | {m['after_warm_up'] / mib:.1f} | {m['end'] / mib:.1f} | {m['max'] / mib:.1f} | "
               f"{m['min'] / mib:.1f} | {m['end_minus_warm_up'] / mib:+.1f} | {m['growth_per_min'] / mib:+.2f} |")
+    print("RSS curve (s: MiB): " + ", ".join(f"{s['t']:.0f}: {s['rss'] / mib:.0f}" for s in row["samples"]))
 
 
 def free_port() -> int:

@@ -53,6 +53,30 @@ class EngineNotRunningError(CrossrankError, RuntimeError):
     """The engine has not been started, or is stopping."""
 
 
+class QueueTimeoutError(CrossrankError):
+    """A request could not start within ``max_queue_seconds``; ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """The engine's state, read without any model work (for readiness probes)."""
+
+    running: bool
+    worker_alive: bool
+    queued_pairs: int
+    seconds_since_progress: float | None  # since the last forward pass finished; None before the first
+    pairs_per_second: float | None  # recent throughput of the model, None before the first batch
+    stalled: bool  # work has waited longer than the stall bound with no forward pass finishing
+
+    @property
+    def ok(self) -> bool:
+        return self.running and self.worker_alive and not self.stalled
+
+
 @dataclass(frozen=True)
 class BatchStats:
     """What one forward pass held: sequences, tokens (padded cost for padded backends), distinct requests, seconds."""
@@ -148,9 +172,12 @@ class Engine:
         max_queued_pairs: int = 100_000,
         max_batch_tokens: int | None = None,
         window_batches: int = 4,
+        max_queue_seconds: float | None = None,
     ) -> None:
         if max_queued_pairs < 1:
             raise ValueError("max_queued_pairs must be at least 1")
+        if max_queue_seconds is not None and max_queue_seconds <= 0:
+            raise ValueError("max_queue_seconds must be positive (or None for no time bound)")
         self.reranker = reranker
         self.runtime = reranker.runtime
         self.max_queued_pairs = max_queued_pairs
@@ -171,6 +198,7 @@ class Engine:
         self._pairs = 0
         self._tokens = 0
         self._max_requests_in_batch = 0
+        self._init_admission(max_queue_seconds)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -228,6 +256,68 @@ class Engine:
             return False
         return len(outcome.results) == 1
 
+    def health(self, stall_seconds: float = 120.0) -> EngineHealth:
+        """Readiness from state alone: running, the model thread alive, and not stalled (pairs waiting while no
+        forward pass has finished for ``stall_seconds``). A long queue that is moving is healthy."""
+        now = time.monotonic()
+        last = self._last_progress
+        since = None if last is None else now - last
+        waiting_since = max(t for t in (last, self._busy_since) if t is not None) if self._admitted else None
+        return EngineHealth(
+            running=self.running, worker_alive=self._worker is not None and self._worker.is_alive(),
+            queued_pairs=self._admitted, seconds_since_progress=since, pairs_per_second=self._pairs_per_second,
+            stalled=waiting_since is not None and now - waiting_since > stall_seconds,
+        )
+
+    # ---- admission by time (the caller's side) ---------------------------------------------------------------------
+
+    def _init_admission(self, max_queue_seconds: float | None) -> None:
+        self.max_queue_seconds = max_queue_seconds
+        self._last_progress: float | None = None  # monotonic time of the last finished forward pass
+        self._busy_since: float | None = None  # when the queue last went from empty to non-empty
+        self._pairs_per_second: float | None = None
+        self._listeners.append(self._observe_progress)
+
+    def _observe_progress(self, stats: BatchStats) -> None:
+        # Runs on the runtime's threads; single float assignments, read by the event loop without a lock. Batches
+        # overlap (launched ahead, on one device or several), so while work flows the rate is the pairs over the time
+        # since the previous batch ended; after an idle spell, over the batch's own time.
+        now = time.monotonic()
+        last, self._last_progress = self._last_progress, now
+        seconds = now - last if last is not None and now - last < stats.seconds else stats.seconds
+        if seconds > 0:
+            rate = stats.pairs / seconds
+            previous = self._pairs_per_second
+            self._pairs_per_second = rate if previous is None else 0.8 * previous + 0.2 * rate
+
+    def estimated_wait(self, extra_pairs: int = 0) -> float | None:
+        """Seconds until ``extra_pairs`` more would start, at the recent throughput; ``None`` before any batch."""
+        rate = self._pairs_per_second
+        return None if not rate else (self._admitted + extra_pairs) / rate
+
+    def _admit_by_time(self) -> None:
+        bound = self.max_queue_seconds
+        wait = self.estimated_wait()
+        if bound is not None and wait is not None and wait > bound:
+            raise QueueTimeoutError(f"the queue holds about {wait:.0f} s of work, over max_queue_seconds={bound:g}",
+                                    retry_after=wait - bound)
+
+    async def _await_start(self, request: _Request) -> list[float]:
+        """The request's logits; :class:`QueueTimeoutError` if no batch of it started within ``max_queue_seconds``
+        (its sequences are then dropped before they reach the model)."""
+        bound = self.max_queue_seconds
+        if bound is not None:
+            done, _ = await asyncio.wait({request.future}, timeout=bound)
+            if not done:
+                with self._deliver_lock:
+                    not_started = request.first_batch_at is None
+                    if not_started:
+                        request.cancelled = True
+                if not_started:
+                    raise QueueTimeoutError(f"the request did not start within max_queue_seconds={bound:g}",
+                                            retry_after=bound)
+        return await request.future
+
     # ---- the caller's side -----------------------------------------------------------------------------------------
 
     @property
@@ -265,6 +355,9 @@ class Engine:
             raise QueueFullError(f"{self._admitted} pairs are queued already (limit {self.max_queued_pairs})")
         if n == 0:
             return RerankOutcome([], 0, 0.0, 0.0, 0.0, 0)
+        self._admit_by_time()
+        if not self._admitted:
+            self._busy_since = time.monotonic()
         self._admitted += n
         try:
             return await self._rerank_admitted(query, passages, top_k, long_passages, truncate)
@@ -285,7 +378,7 @@ class Engine:
             self._queue.extend(_Item(request, i) for i in range(len(encoded)))
             self._cond.notify()
         try:
-            logits = await request.future
+            logits = await self._await_start(request)
         except asyncio.CancelledError:
             request.cancelled = True  # the worker drops its sequences that have not reached the model yet
             raise

@@ -111,3 +111,20 @@ def test_pair_members_must_be_strings() -> None:
 def test_single_pair_with_non_string_is_treated_as_a_list_and_refused() -> None:
     with pytest.raises(TypeError, match=r"pairs\[0\]"):
         check_pairs(["q", 3])
+
+
+@pytest.mark.parametrize("text", ["q \ud800", "\udfff", "caf\u00e9 \ud83d"])
+def test_lone_surrogates_are_a_value_error_naming_the_field(text: str) -> None:
+    with pytest.raises(ValueError, match="query holds a lone surrogate"):
+        check_query(text)
+    with pytest.raises(ValueError, match=r"passages\[1\] holds a lone surrogate"):
+        check_passages(["fine", text])
+    with pytest.raises(ValueError, match=r"pairs\[1\]\[1\] \(the passage\) holds a lone surrogate"):
+        check_pairs([("q", "p"), ("q", text)])
+
+
+def test_well_formed_non_ascii_text_passes() -> None:
+    text = "café 🙂 Ελληνικά 日本語"
+    assert check_query(text) == text
+    assert check_passages([text]) == [text]
+    assert check_pairs([(text, text)]) == [(text, text)]

@@ -23,7 +23,8 @@ async def make_client(tiny_reranker: Any) -> AsyncIterator[MakeClient]:
         async def make(*, reranker: Any = None, start: bool = True, static_dir: Any = None,
                        **overrides: Any) -> httpx.AsyncClient:
             settings = ServerSettings(**overrides)
-            engine = Engine(reranker or tiny_reranker, max_queued_pairs=settings.max_queued_pairs)
+            engine = Engine(reranker or tiny_reranker, max_queued_pairs=settings.max_queued_pairs,
+                            max_queue_seconds=settings.max_queue_seconds)
             app = create_app(settings, engine, static_dir=static_dir)
             if start:
                 await stack.enter_async_context(app.router.lifespan_context(app))
@@ -43,6 +44,6 @@ async def client(make_client: MakeClient) -> httpx.AsyncClient:
 def live_server(tiny_reranker: Any) -> Iterator[LiveServer]:
     """A started service with an API key, shared by a module's tests."""
     settings = ServerSettings(api_key=API_KEY)
-    live = start_live_server(create_app(settings, Engine(tiny_reranker), static_dir=None))
+    live = start_live_server(create_app(settings, Engine(tiny_reranker), static_dir=None), settings)
     yield live
     stop_live_server(live)

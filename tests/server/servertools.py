@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import torch
+
+from crossrank.runtime.device import DeviceRuntime
 
 API_KEY = "test-key-123"
 
@@ -24,15 +27,20 @@ class LiveServer:
     thread: threading.Thread
 
 
-def start_live_server(app: Any) -> LiveServer:
-    """uvicorn on 127.0.0.1 at a free port, in a thread of this process; returns once it accepts connections."""
+def start_live_server(app: Any, settings: Any = None) -> LiveServer:
+    """uvicorn on 127.0.0.1 at a free port, in a thread of this process, configured as ``crossrank serve`` configures
+    it (the guarded protocol and limits of ``settings``); returns once it accepts connections."""
     import uvicorn
+
+    from crossrank.core.settings import ServerSettings
+    from crossrank.server.protocol import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn_config(app, settings or ServerSettings(), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -46,3 +54,22 @@ def start_live_server(app: Any) -> LiveServer:
 def stop_live_server(live: LiveServer) -> None:
     live.server.should_exit = True
     live.thread.join(30)
+
+
+class GatedBackend:
+    """The tiny model's backend, held at the door until ``gate`` is set: makes "busy" deterministic."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self.inner, self.gate = inner, gate
+        self.name, self.device, self.dtype, self.padded = "gated", inner.device, inner.dtype, inner.padded
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        self.gate.wait(30)
+        return self.inner.forward(batch)
+
+
+class FakeReranker:
+    def __init__(self, inner: Any, backend: Any) -> None:
+        self.settings, self.max_length, self.model_name = inner.settings, inner.max_length, inner.model_name
+        self.encode, self.describe = inner.encode, inner.describe
+        self.runtime = DeviceRuntime(backend, inner.settings.max_batch_tokens)

@@ -18,6 +18,7 @@ from servertools import start_live_server, stop_live_server
 
 from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine
+from crossrank.runtime.device import DeviceRuntime
 from crossrank.server.app import create_app
 
 
@@ -41,7 +42,8 @@ class _HeldBackend:
 class _HeldReranker:
     def __init__(self, inner: Any, backend: _HeldBackend) -> None:
         self.settings, self.max_length, self.model_name = inner.settings, inner.max_length, inner.model_name
-        self.backend, self.encode, self.describe = backend, inner.encode, inner.describe
+        self.encode, self.describe = inner.encode, inner.describe
+        self.runtime = DeviceRuntime(backend, inner.settings.max_batch_tokens)
 
 
 async def _wait_until(condition: Any, what: str, timeout: float = 5.0) -> None:
@@ -52,7 +54,7 @@ async def _wait_until(condition: Any, what: str, timeout: float = 5.0) -> None:
 
 
 async def test_pairs_of_a_client_that_went_away_are_never_scored(tiny_reranker: Any) -> None:
-    backend = _HeldBackend(tiny_reranker.backend)
+    backend = _HeldBackend(tiny_reranker.runtime.backend)
     backend.gate.set()  # let the warm-up through
     engine = Engine(_HeldReranker(tiny_reranker, backend))  # type: ignore[arg-type]
     app = create_app(ServerSettings(), engine, static_dir=None)

@@ -24,6 +24,7 @@ from crossrank.testing import generated_sentences
 QUERY = "which vitamin deficiency causes bone pain"
 DOCS = list(generated_sentences(10, seed=11))
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MODEL = "tiny-reranker"  # the served model's last path component, one of the names it answers to by default
 
 
 def library_indices(reranker: Any, docs: list[str] = DOCS, top_k: int | None = None) -> list[int]:
@@ -32,7 +33,7 @@ def library_indices(reranker: Any, docs: list[str] = DOCS, top_k: int | None = N
 
 def test_cohere_client_v2(live_server: LiveServer, tiny_reranker: Any) -> None:
     client = cohere.ClientV2(api_key=API_KEY, base_url=live_server.url)
-    response = client.rerank(model="bge-reranker-v2-m3", query=QUERY, documents=DOCS, top_n=4)
+    response = client.rerank(model=MODEL, query=QUERY, documents=DOCS, top_n=4)
     assert [r.index for r in response.results] == library_indices(tiny_reranker, top_k=4)
     expected = tiny_reranker.rerank(QUERY, DOCS, top_k=4)
     assert [r.relevance_score for r in response.results] == pytest.approx([r.score for r in expected], abs=1e-6)
@@ -40,7 +41,7 @@ def test_cohere_client_v2(live_server: LiveServer, tiny_reranker: Any) -> None:
 
 def test_cohere_client_v1(live_server: LiveServer, tiny_reranker: Any) -> None:
     client = cohere.Client(api_key=API_KEY, base_url=live_server.url)
-    response = client.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCS, top_n=len(DOCS),
+    response = client.rerank(model=MODEL, query=QUERY, documents=DOCS, top_n=len(DOCS),
                              return_documents=True)
     assert [r.index for r in response.results] == library_indices(tiny_reranker)
     assert all(r.document is not None and r.document.text == DOCS[r.index] for r in response.results)
@@ -49,7 +50,7 @@ def test_cohere_client_v1(live_server: LiveServer, tiny_reranker: Any) -> None:
 def test_cohere_sdk_is_refused_with_a_wrong_key(live_server: LiveServer) -> None:
     client = cohere.ClientV2(api_key="wrong", base_url=live_server.url)
     with pytest.raises(cohere.core.api_error.ApiError) as info:
-        client.rerank(model="m", query=QUERY, documents=DOCS)
+        client.rerank(model=MODEL, query=QUERY, documents=DOCS)
     assert info.value.status_code == 401
 
 
@@ -57,7 +58,7 @@ def test_cohere_sdk_is_refused_with_a_wrong_key(live_server: LiveServer) -> None
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the SDK leaves its socket to the GC
 def test_langchain_cohere_rerank(live_server: LiveServer, tiny_reranker: Any) -> None:
-    reranker = CohereRerank(cohere_api_key=API_KEY, base_url=live_server.url, model="rerank-v3.5", top_n=3)
+    reranker = CohereRerank(cohere_api_key=API_KEY, base_url=live_server.url, model=MODEL, top_n=3)
     ranked = reranker.rerank(documents=DOCS, query=QUERY)
     assert [r["index"] for r in ranked] == library_indices(tiny_reranker, top_k=3)
     compressed = reranker.compress_documents([Document(page_content=d) for d in DOCS], QUERY)
@@ -83,19 +84,19 @@ def _indices(results: list[dict[str, Any]], score_key: str = "relevance_score") 
 
 
 def test_dify_openai_compatible_and_localai(live_server: LiveServer, tiny_reranker: Any) -> None:
-    body = {"model": "bge-reranker-v2-m3", "query": QUERY, "documents": DOCS, "top_n": 3}
+    body = {"model": MODEL, "query": QUERY, "documents": DOCS, "top_n": 3}
     for path in ("/rerank", "/v1/rerank"):  # base URL with or without /v1
         resp = httpx.post(live_server.url + path, json=body, headers=AUTH)
         assert _indices(resp.json()["results"]) == library_indices(tiny_reranker, top_k=3)
 
 
 def test_dify_jina_cohere_and_fastgpt(live_server: LiveServer, tiny_reranker: Any) -> None:
-    body = {"model": "bge-reranker-v2-m3", "query": QUERY, "documents": DOCS, "top_n": len(DOCS),
+    body = {"model": MODEL, "query": QUERY, "documents": DOCS, "top_n": len(DOCS),
             "return_documents": True}
     resp = httpx.post(live_server.url + "/v1/rerank", json=body, headers=AUTH).json()
     assert _indices(resp["results"]) == library_indices(tiny_reranker)
     assert all(r["document"]["text"] == DOCS[r["index"]] for r in resp["results"])
-    fastgpt = {"model": "bge-reranker-v2-m3", "query": QUERY, "documents": DOCS}
+    fastgpt = {"model": MODEL, "query": QUERY, "documents": DOCS}
     resp = httpx.post(live_server.url + "/v1/rerank", json=fastgpt, headers=AUTH).json()
     assert _indices(resp["results"]) == library_indices(tiny_reranker)
     assert all("document" not in r for r in resp["results"])  # null here crashes LiteLLM and Dify's LocalAI
@@ -114,7 +115,7 @@ def test_dify_xinference(live_server: LiveServer, tiny_reranker: Any) -> None:
 
 
 def test_ragflow_xinference_string_booleans(live_server: LiveServer, tiny_reranker: Any) -> None:
-    body = {"model": "m", "query": QUERY, "documents": DOCS, "return_documents": "true", "return_len": "true"}
+    body = {"model": MODEL, "query": QUERY, "documents": DOCS, "return_documents": "true", "return_len": "true"}
     resp = httpx.post(live_server.url + "/v1/rerank", json=body, headers=AUTH).json()
     assert _indices(resp["results"]) == library_indices(tiny_reranker)
     assert resp["usage"]["total_tokens"] > 0  # RAGFlow's Jina-style check
@@ -142,7 +143,7 @@ def test_ragflow_tei_batches_of_eight(live_server: LiveServer, tiny_reranker: An
 
 
 def test_langchain_infinity_body(live_server: LiveServer, tiny_reranker: Any) -> None:
-    body = {"query": QUERY, "documents": DOCS, "model": "m", "return_documents": False, "raw_scores": False}
+    body = {"query": QUERY, "documents": DOCS, "model": MODEL, "return_documents": False, "raw_scores": False}
     resp = httpx.post(live_server.url + "/rerank", json=body, headers=AUTH).json()
     assert _indices(resp["results"]) == library_indices(tiny_reranker)
     assert resp["object"] == "rerank" and resp["model"] == tiny_reranker.model_name

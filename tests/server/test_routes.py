@@ -12,6 +12,8 @@ import httpx
 import pytest
 import torch
 from servertools import API_KEY, MakeClient
+from servertools import FakeReranker as _FakeReranker
+from servertools import GatedBackend as _GatedBackend
 
 from crossrank.testing import generated_sentences
 
@@ -30,7 +32,7 @@ def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, 
 
 @pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank", "/rerank"])
 async def test_cohere_shape_equals_library(client: httpx.AsyncClient, tiny_reranker: Any, path: str) -> None:
-    resp = await client.post(path, json={"model": "anything", "query": QUERY, "documents": DOCS, "top_n": 5})
+    resp = await client.post(path, json={"model": "tiny-reranker", "query": QUERY, "documents": DOCS, "top_n": 5})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["object"] == "rerank" and body["id"] and body["model"] == tiny_reranker.model_name
@@ -111,10 +113,12 @@ async def test_invalid_bodies_are_422(client: httpx.AsyncClient, path: str, body
     assert resp.json()["error_type"] == "validation" and resp.json()["error"]
 
 
-async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
-    resp = await client.post("/v1/rerank", content=b'{"query": "q", "documents": [',
-                             headers={"content-type": "application/json"})
-    assert resp.status_code == 422 and resp.json()["error_type"] == "validation"
+@pytest.mark.parametrize("content", [b'{"query": "q", "documents": [', b'{"query": "\xff", "documents": ["a"]}',
+                                     b"not json"])
+async def test_unparsable_json_is_one_400(client: httpx.AsyncClient, content: bytes) -> None:
+    resp = await client.post("/v1/rerank", content=content, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "the request body is not valid JSON (UTF-8 text)", "error_type": "invalid_json"}
 
 
 @pytest.mark.parametrize("path,key", [("/v1/rerank", "documents"), ("/v2/rerank", "documents"), ("/rerank", "texts"),
@@ -152,28 +156,10 @@ async def test_no_truncation_asked_gives_413(client: httpx.AsyncClient) -> None:
     assert cut.status_code == 200 and len(cut.json()) == 2  # truncated by default, never an error
 
 
-class _GatedBackend:
-    """The tiny model's backend, held at the door until ``gate`` is set: makes "busy" deterministic."""
-
-    def __init__(self, inner: Any, gate: threading.Event) -> None:
-        self.inner, self.gate = inner, gate
-        self.name, self.device, self.dtype, self.padded = "gated", inner.device, inner.dtype, inner.padded
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        self.gate.wait(30)
-        return self.inner.forward(batch)
-
-
-class _FakeReranker:
-    def __init__(self, inner: Any, backend: Any) -> None:
-        self.settings, self.max_length, self.model_name = inner.settings, inner.max_length, inner.model_name
-        self.backend, self.encode, self.describe = backend, inner.encode, inner.describe
-
-
 async def test_queue_full_is_429_with_retry_after(make_client: MakeClient, tiny_reranker: Any) -> None:
     gate = threading.Event()
     gate.set()  # let the warm-up through
-    fake = _FakeReranker(tiny_reranker, _GatedBackend(tiny_reranker.backend, gate))
+    fake = _FakeReranker(tiny_reranker, _GatedBackend(tiny_reranker.runtime.backend, gate))
     client = await make_client(reranker=fake, max_queued_pairs=6)
     gate.clear()
     first = asyncio.create_task(client.post("/v1/rerank", json={"query": "q", "documents": ["a"] * 4}))
@@ -197,7 +183,7 @@ async def test_model_failure_is_a_logged_500_with_request_id(make_client: MakeCl
             return torch.full((len(batch),), float("nan"))
 
     gate = threading.Event()
-    client = await make_client(reranker=_FakeReranker(tiny_reranker, NaNBackend(tiny_reranker.backend, gate)),
+    client = await make_client(reranker=_FakeReranker(tiny_reranker, NaNBackend(tiny_reranker.runtime.backend, gate)),
                                start=False)
     app = client.app  # type: ignore[attr-defined]
     app.state.engine.start = _no_warm_up(app.state.engine.start)
@@ -265,7 +251,7 @@ async def test_info_and_models(client: httpx.AsyncClient, tiny_reranker: Any) ->
     assert card.status_code == 200 and card.json()["model_type"] == "rerank"
     assert (await client.get(f"/v1/models{tiny_reranker.model_name}")).status_code == 200
     unknown = await client.get("/v1/models/not-this-one")
-    assert unknown.status_code == 404 and unknown.json()["error_type"] == "not_found"
+    assert unknown.status_code == 404 and unknown.json()["error_type"] == "model_not_found"
 
 
 async def test_metrics_count_requests_and_batches(client: httpx.AsyncClient) -> None:
@@ -314,6 +300,7 @@ async def test_request_bodies_are_not_logged(client: httpx.AsyncClient, caplog: 
     assert not any("zq81" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 async def test_the_service_on_several_devices_tokenises_in_its_engine_not_in_processes(tiny_model_dir: Any) -> None:
     from crossrank.core.settings import ModelSettings, ServerSettings
     from crossrank.server.app import create_app
@@ -322,8 +309,8 @@ async def test_the_service_on_several_devices_tokenises_in_its_engine_not_in_pro
     app = create_app(settings, static_dir=None)
     async with app.router.lifespan_context(app):
         reranker = app.state.engine.reranker
-        assert reranker.pool is not None and reranker.pool.size == 2
-        assert reranker.tokenizer_pool is None  # the engine tokenises each request itself
+        assert reranker.runtime.devices == ["cpu", "cpu"]
+        assert reranker.describe()["tokenizer_processes"] == 0  # the engine tokenises each request itself
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             resp = await client.post("/v1/rerank", json={"query": "q", "documents": ["a b", "c"]})

@@ -7,14 +7,37 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def find_lone_surrogate(text: str) -> int | None:
+    """Index of the first lone UTF-16 surrogate in ``text`` (JSON's ``"\\ud800"`` decodes to one), else ``None``.
+
+    Such a string is not valid Unicode text: it cannot be encoded as UTF-8, and tokenizers reject it."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def check_text(text: str, name: str) -> str:
+    """Raise ``ValueError`` naming ``name`` when ``text`` holds a lone surrogate."""
+    at = find_lone_surrogate(text)
+    if at is not None:
+        raise ValueError(f"{name} holds a lone surrogate (U+{ord(text[at]):04X} at character {at}), which is not "
+                         "valid Unicode text: send well-formed UTF-8")
+    return text
+
+
 def check_query(query: Any) -> str:
+    """The query as given; ``TypeError``/``ValueError`` for a non-string, blank or malformed one."""
     if query is None:
         raise TypeError("query is None: pass the question or search text as a string")
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, not {type(query).__name__}")
     if not query.strip():
         raise ValueError("query is empty: pass the question or search text to rank the passages against")
-    return query
+    return check_text(query, "query")
 
 
 def check_top_k(top_k: Any) -> int | None:
@@ -25,6 +48,7 @@ def check_top_k(top_k: Any) -> int | None:
 
 
 def check_passages(passages: Any) -> list[str]:
+    """The passages as a list; ``TypeError``/``ValueError`` naming the first bad one."""
     if passages is None:
         raise TypeError("passages is None: pass a list of strings (an empty list gives an empty result)")
     if isinstance(passages, (str, bytes)):
@@ -34,6 +58,8 @@ def check_passages(passages: Any) -> list[str]:
     for i, p in enumerate(passages):
         if not isinstance(p, str):
             raise TypeError(f"passages[{i}] must be a string, not {type(p).__name__}")
+        if not p.isascii():
+            check_text(p, f"passages[{i}]")
     return list(passages)
 
 
@@ -49,7 +75,7 @@ def check_pairs(pairs: Any) -> list[tuple[str, str]]:
     for pair in pairs:  # the common case, plain tuples or lists of two str, checked fast (4,000 pairs: ~1 ms, not ~7)
         if (type(pair) is tuple or type(pair) is list) and len(pair) == 2:
             q, p = pair
-            if type(q) is str and type(p) is str:
+            if type(q) is str and type(p) is str and q.isascii() and p.isascii():
                 out.append((q, p))
                 continue
         break
@@ -63,5 +89,5 @@ def check_pairs(pairs: Any) -> list[tuple[str, str]]:
             raise TypeError(f"pairs[{i}][0] (the query) must be a string, not {type(q).__name__}")
         if not isinstance(p, str):
             raise TypeError(f"pairs[{i}][1] (the passage) must be a string, not {type(p).__name__}")
-        out.append((q, p))
+        out.append((check_text(q, f"pairs[{i}][0] (the query)"), check_text(p, f"pairs[{i}][1] (the passage)")))
     return out

@@ -44,6 +44,18 @@ class ServerSettings:
     payload_limit: int = 8 * 2**20
     max_document_chars: int = 1_000_000
     cors_origins: tuple[str, ...] = ()
+    max_queue_seconds: float | None = 30.0  # a request that cannot start within this answers 503; None: no bound
+    health_stall_seconds: float = 120.0  # /health is 503 when queued work saw no forward pass finish for this long
+    served_model_names: tuple[str, ...] = ()  # names a request's "model" may give; empty: the model id, last part
+    any_model_name: bool = False  # answer any "model" name with the served model
+    max_connections: int = 512  # open connections; more are answered 503 and closed
+    timeout_keep_alive: int = 5  # idle seconds between requests on a kept-alive connection
+    header_timeout: float = 10.0  # seconds for a connection to deliver a complete request head
+    body_timeout: float = 30.0  # seconds for the request body to arrive in full once the head has
+    max_header_bytes: int = 16 * 2**10  # request line plus headers
+    max_headers: int = 100
+    graceful_shutdown_seconds: int = 30  # on SIGTERM, open requests get this long before they are cancelled
+    release_memory_seconds: float = 10.0  # return freed heap to the OS this often while busy (glibc); 0: never
 
 
 def env_var(name: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,8 @@ from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine
 from crossrank.server.auth import ApiKeyMiddleware
 from crossrank.server.errors import install_error_handlers
+from crossrank.server.guard import RequestGuardMiddleware
+from crossrank.server.memory import MemoryReleaser
 from crossrank.server.metrics import ServiceMetrics
 from crossrank.server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from crossrank.server.routes import CLIENT_GONE, ClientGoneError, router
@@ -31,12 +34,13 @@ log = logging.getLogger("crossrank.server")
 
 STATIC_DIR = Path(__file__).parent / "static"
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'"
 )
 
 
 class _WithCsp:
-    """Add the page's Content-Security-Policy (and no-sniff) to every static response."""
+    """Add the page's Content-Security-Policy to every static response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,25 +51,39 @@ class _WithCsp:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"),
                 ]
             await send(message)
 
         await self.app(scope, receive, send_with_csp)
 
 
-def _static_checker(static_dir: Path | None) -> tuple[bool, Callable[[str, str], bool]]:
-    root = static_dir.resolve() if static_dir is not None and static_dir.is_dir() else None
+def public_page_paths(static_dir: Path | None) -> frozenset[str]:
+    """The URL paths of the web page's own files, listed once: only these exact paths are public (a browser cannot
+    send the key when it loads a page). Matching exact strings, never resolving the request's path on disk, keeps
+    ``/v1/models/../../app.js`` (which the router sees as a model id) behind the key."""
+    if static_dir is None or not static_dir.is_dir():
+        return frozenset()
+    paths: set[str] = set()
+    for file in static_dir.rglob("*"):
+        if file.is_file():
+            relative = file.relative_to(static_dir).as_posix()
+            paths.add("/" + relative)
+            if file.name == "index.html":
+                folder = relative[: -len("index.html")]
+                paths.add("/" + folder)
+    return frozenset(paths)
 
-    def is_static_file(method: str, path: str) -> bool:
-        """The web page's own files are public (a browser cannot send the key when it loads a page)."""
-        if root is None or method not in ("GET", "HEAD"):
-            return False
-        relative = path.lstrip("/") or "index.html"
-        candidate = (root / relative).resolve()
-        return candidate.is_file() and candidate.is_relative_to(root)
 
-    return root is not None, is_static_file
+def _batches_since_last_call(engine: Engine) -> Callable[[], bool]:
+    last = -1
+
+    def busy() -> bool:
+        nonlocal last
+        batches = engine.stats().batches
+        changed, last = batches != last, batches
+        return changed
+
+    return busy
 
 
 def create_app(settings: ServerSettings, engine: Engine | None = None, *, static_dir: Path | None = STATIC_DIR
@@ -84,8 +102,11 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             # The engine tokenises each request in a thread of its own (no tokenizer processes: those serve
             # Reranker.score's slices) and batches across requests on the reranker's runtime, one or several devices.
             reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0)
-            current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs)
+            current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs,
+                             max_queue_seconds=settings.max_queue_seconds)
         current.add_batch_listener(metrics.observe_batch)
+        releaser = MemoryReleaser(settings.release_memory_seconds, _batches_since_last_call(current))
+        releaser.start()
         metrics.watch_queue(lambda: current.queued_pairs if current is not None else 0)
         metrics.watch_gpu_memory(current.reranker.describe()["devices"])
         await current.start(warm_up=True)
@@ -97,6 +118,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
         finally:
             app.state.ready = False
             await current.stop()  # uvicorn has already waited for open requests; this finishes anything queued
+            releaser.stop()
             current.remove_batch_listener(metrics.observe_batch)
 
     app = FastAPI(
@@ -118,13 +140,20 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
     app.add_exception_handler(ClientGoneError, on_client_gone)
     app.include_router(router)
 
-    has_static, is_static_file = _static_checker(static_dir)
-    if has_static and static_dir is not None:
+    page = public_page_paths(static_dir)
+    if page and static_dir is not None:
         app.mount("/", _WithCsp(StaticFiles(directory=static_dir, html=True)), name="static")
 
-    # Added innermost first: auth, then the body limit, then (outermost of ours) CORS and the request context.
+    def is_page_file(method: str, path: str) -> bool:
+        return method in ("GET", "HEAD") and path in page
+
+    # Added innermost first: the request guard, auth, then the body limit, then (outermost of ours) CORS and the
+    # request context.
+    # FastAPI keeps an included router as one entry of its own: its routes are listed from the router itself.
+    api_routes = [r for r in [*app.router.routes, *router.routes] if isinstance(r, Route)]
+    app.add_middleware(RequestGuardMiddleware, routes=api_routes, max_headers=settings.max_headers)
     if settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, is_public=is_static_file)
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, is_public=is_page_file)
     app.add_middleware(BodyLimitMiddleware, limit=settings.payload_limit)
     if settings.cors_origins:
         app.add_middleware(

@@ -10,16 +10,23 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import traceback
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from crossrank.cli import options as opt
+from crossrank.core.errors import CrossrankError
 from crossrank.core.settings import DEFAULT_MODEL, ModelSettings, ServerSettings, env_var
 
+STARTUP_FAILURE = 3  # uvicorn's exit code for a failed start
 _DEFAULTS = ServerSettings()
 _MODEL_DEFAULTS = ModelSettings()
+
+
+def _option(help_text: str, name: str, **kwargs: Any) -> Any:
+    return typer.Option(help=help_text, envvar=env_var(name), **kwargs)
 
 
 def serve(
@@ -35,21 +42,55 @@ def serve(
                                       envvar=env_var("host"))] = _DEFAULTS.host,
     port: Annotated[int, typer.Option(help="TCP port.", envvar=env_var("port"))] = _DEFAULTS.port,
     api_key: Annotated[str | None, typer.Option(help="Require this key (Authorization: Bearer KEY) on every route "
-                                                "but /health.", envvar=env_var("api_key"))] = None,
+                                                "but /health and the web page's files; visible ASCII only.",
+                                                envvar=env_var("api_key"))] = None,
+    served_model_name: Annotated[list[str] | None, _option(
+        "A name requests may give as 'model' (repeatable; the first is the one responses and /v1/models show). "
+        "Default: the model id and its last path component. Another name is a 404.", "served_model_name")] = None,
+    any_model_name: Annotated[bool, _option("Answer requests naming any model with the served one.",
+                                            "any_model_name")] = _DEFAULTS.any_model_name,
     max_client_batch_size: Annotated[int, typer.Option(help="Most documents in one request (more: 413).",
                                                        envvar=env_var("max_client_batch_size"))]
     = _DEFAULTS.max_client_batch_size,
     max_queued_pairs: Annotated[int, typer.Option(help="Most pairs waiting in the engine (more: 429).",
                                                   envvar=env_var("max_queued_pairs"))] = _DEFAULTS.max_queued_pairs,
+    max_queue_seconds: Annotated[float, _option(
+        "Queue bound in seconds of work: a request is refused (503 + Retry-After) when the queue ahead of it holds "
+        "more than this at the recent throughput, or when it has not started within this. 0: no time bound.",
+        "max_queue_seconds", min=0)] = _DEFAULTS.max_queue_seconds or 0.0,
     payload_limit: Annotated[int, typer.Option(help="Largest request body in bytes (more: 413).",
                                                envvar=env_var("payload_limit"))] = _DEFAULTS.payload_limit,
     max_document_chars: Annotated[int, typer.Option(help="Longest query or document in characters (more: 413).",
                                                     envvar=env_var("max_document_chars"))]
     = _DEFAULTS.max_document_chars,
+    max_connections: Annotated[int, _option("Most open connections; one more is answered 503 and closed.",
+                                            "max_connections", min=1)] = _DEFAULTS.max_connections,
+    header_timeout: Annotated[float, _option(
+        "Seconds a connection has to send a complete request head (then 408 and closed).", "header_timeout",
+        min=0.1)] = _DEFAULTS.header_timeout,
+    body_timeout: Annotated[float, _option("Seconds a request body has to arrive in full (then 408 and closed).",
+                                           "body_timeout", min=0.1)] = _DEFAULTS.body_timeout,
+    timeout_keep_alive: Annotated[int, _option("Seconds an idle kept-alive connection stays open.",
+                                               "timeout_keep_alive", min=1)] = _DEFAULTS.timeout_keep_alive,
+    max_header_bytes: Annotated[int, _option("Largest request head (request line and headers) in bytes (more: 400).",
+                                             "max_header_bytes", min=1024)] = _DEFAULTS.max_header_bytes,
+    max_headers: Annotated[int, _option("Most request headers (more: 431).", "max_headers", min=8)]
+    = _DEFAULTS.max_headers,
+    graceful_shutdown_seconds: Annotated[int, _option(
+        "On SIGTERM/SIGINT, seconds open requests get to finish before they are cancelled.",
+        "graceful_shutdown_seconds", min=0)] = _DEFAULTS.graceful_shutdown_seconds,
+    health_stall_seconds: Annotated[float, _option(
+        "/health answers 503 when queued work has seen no forward pass finish for this long.",
+        "health_stall_seconds", min=1)] = _DEFAULTS.health_stall_seconds,
+    release_memory_seconds: Annotated[float, _option(
+        "Give freed memory back to the OS: large blocks at once, and the rest of the heap this often while busy "
+        "(glibc's mallopt and malloc_trim); 0: leave the allocator as it is.",
+        "release_memory_seconds", min=0)] = _DEFAULTS.release_memory_seconds,
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable); "
                                                           "CORS is closed when none is given.",
                                                           envvar=env_var("cors_origin"))] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.", envvar=env_var("log_level"))] = "info",
+    debug: Annotated[bool, _option("Show the traceback when the model cannot be loaded.", "debug")] = False,
     use_ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve (the same API; RAY_ADDRESS's cluster or "
                                           "a local one) instead of one uvicorn process.", envvar=env_var("ray"))]
     = False,
@@ -65,20 +106,29 @@ def serve(
                                                            "flight per replica.",
                                                            envvar=env_var("target_ongoing_requests"))] = 32.0,
 ) -> None:
-    """Serve the reranker over HTTP (Cohere v1/v2, Jina and TEI compatible). Stops gracefully on SIGTERM/SIGINT."""
+    """Serve the reranker over HTTP (Cohere v1/v2, Jina and TEI compatible). Stops gracefully on SIGTERM/SIGINT.
+
+    Exits 3 with the cause, and no traceback (unless --debug), when the model cannot be loaded."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here so that a missing extra is named
 
         from crossrank.server.app import create_app
+        from crossrank.server.protocol import uvicorn_config
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise typer.BadParameter(f"{exc}: install the service with pip install 'crossrank[serve]'") from exc
+    check_api_key(api_key)
     settings = ServerSettings(
         model=ModelSettings(model=model, device=device, dtype=dtype, max_length=max_length,
                             max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir,
                             devices=devices),
         host=host, port=port, api_key=api_key or None, max_client_batch_size=max_client_batch_size,
         max_queued_pairs=max_queued_pairs, payload_limit=payload_limit, max_document_chars=max_document_chars,
-        cors_origins=tuple(cors_origin or ()),
+        cors_origins=tuple(cors_origin or ()), max_queue_seconds=max_queue_seconds or None,
+        health_stall_seconds=health_stall_seconds, served_model_names=tuple(served_model_name or ()),
+        any_model_name=any_model_name, max_connections=max_connections, timeout_keep_alive=timeout_keep_alive,
+        header_timeout=header_timeout, body_timeout=body_timeout, max_header_bytes=max_header_bytes,
+        max_headers=max_headers, graceful_shutdown_seconds=graceful_shutdown_seconds,
+        release_memory_seconds=release_memory_seconds,
     )
     if use_ray:
         try:
@@ -89,9 +139,41 @@ def serve(
                                      cpus_per_replica=cpus_per_replica,
                                      target_ongoing_requests=target_ongoing_requests))
         return
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level, access_log=True,
-                            timeout_graceful_shutdown=None)
+    if release_memory_seconds > 0:
+        from crossrank.server.memory import release_large_blocks_promptly
+
+        release_large_blocks_promptly()  # before the model and its threads allocate anything
+    engine = load_engine(settings, debug=debug)
+    config = uvicorn_config(create_app(settings, engine), settings, log_level=log_level, access_log=True)
     _graceful_server_class()(config).run()
+
+
+def check_api_key(api_key: str | None) -> None:
+    """Refuse a key no client could send: an HTTP header carries visible ASCII (a space would split the key)."""
+    if api_key and not all("!" <= c <= "~" for c in api_key):
+        raise typer.BadParameter("the API key must be visible ASCII characters without spaces: other characters "
+                                 "cannot be sent in an Authorization header, so no request could ever match it",
+                                 param_hint="--api-key")
+
+
+def load_engine(settings: ServerSettings, *, debug: bool = False) -> Any:
+    """Load the model and build the engine; a failure is one line on stderr and exit code 3 (uvicorn's start-up
+    failure code), the traceback only with ``debug``."""
+    from crossrank.engine import Engine
+    from crossrank.reranker import Reranker
+
+    typer.echo(f"loading model {settings.model.model}", err=True)
+    try:
+        # The engine tokenises each request in a thread of its own (no tokenizer processes: those serve
+        # Reranker.score's slices) and batches across requests on the reranker's runtime, one or several devices.
+        reranker = Reranker.from_settings(settings.model, 0)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        cause = str(exc) if isinstance(exc, CrossrankError) else f"{type(exc).__name__}: {exc}"
+        typer.echo(f"error: cannot load the model {settings.model.model!r}: {cause}", err=True)
+        raise typer.Exit(STARTUP_FAILURE) from None
+    return Engine(reranker, max_queued_pairs=settings.max_queued_pairs, max_queue_seconds=settings.max_queue_seconds)
 
 
 def _graceful_server_class() -> type:

@@ -10,14 +10,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossrank.server.errors import error_response
+from crossrank.server.guard import with_security_headers
 from crossrank.server.metrics import ServiceMetrics
 
 log = logging.getLogger("crossrank.server")
 
 
 class RequestContextMiddleware:
-    """Give each request an id (``x-request-id``), count it by route template and status, and turn an unhandled
-    exception into a logged 500 carrying that id. Bodies are never logged."""
+    """Give each request an id (``x-request-id``) and the security headers, count it by route template and status,
+    and turn an unhandled exception into a logged 500 carrying that id. Bodies are never logged; paths are logged
+    escaped (a path may carry CR/LF)."""
 
     def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -27,6 +29,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = with_security_headers(send)
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
@@ -45,7 +48,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("internal error in %s %s (request id %s)", scope["method"], scope["path"], request_id)
+            log.exception("internal error in %s %s (request id %s)", scope["method"], ascii(scope["path"]),
+                          request_id)
             status = 500
             if not response_started:
                 response = error_response(500, "internal", f"internal server error (request id {request_id})",

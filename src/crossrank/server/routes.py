@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from crossrank import __version__
+from crossrank.core.inputs import find_lone_surrogate
 from crossrank.core.settings import ServerSettings
 from crossrank.engine import Engine, RerankOutcome
 from crossrank.server.errors import READ_ERRORS, RERANK_ERRORS, ApiError, engine_error, error_responses
@@ -89,8 +90,39 @@ async def _until_disconnected(request: Request, work: Coroutine[Any, Any, Rerank
     return task.result()
 
 
+def served_names(request: Request) -> tuple[str, ...]:
+    """The names a request's ``model`` may give, the first being the one responses carry: ``--served-model-name``
+    values, else the model id and its last path component (what users type into a platform)."""
+    settings = _settings(request)
+    if settings.served_model_names:
+        return settings.served_model_names
+    model_id = _engine(request).reranker.model_name
+    return tuple(dict.fromkeys((model_id, model_id.rstrip("/").rsplit("/", 1)[-1])))
+
+
+def _check_model_name(request: Request, name: str | None, *, in_path: bool = False) -> None:
+    if name is None or _settings(request).any_model_name:
+        return
+    names = served_names(request)
+    # In a URL the slashes of a path-like id (/models/x) cannot be told from the URL's own.
+    known = {n.strip("/") for n in names} if in_path else set(names)
+    if (name.strip("/") if in_path else name) not in known:
+        raise ApiError(404, "model_not_found",
+                       f"model {name!r} is not served here; this service answers to "
+                       + ", ".join(repr(n) for n in names))
+
+
+def _check_text(query: str, texts: list[str], field: str) -> None:
+    """Lone surrogates (JSON's ``"\ud800"``) are not text a tokenizer takes: a 422 naming the field."""
+    for name, text in [("query", query), *((f"{field}[{i}]", t) for i, t in enumerate(texts))]:
+        at = find_lone_surrogate(text)
+        if at is not None:
+            raise ApiError(422, "validation", f"invalid request: {name}: a lone surrogate (U+{ord(text[at]):04X}) "
+                                              f"at character {at} is not valid Unicode text")
+
+
 async def _rerank(request: Request, response: Response, query: str, texts: list[str], top_n: int | None,
-                  truncate: bool) -> RerankOutcome:
+                  truncate: bool, field: str) -> RerankOutcome:
     """Check the limits, run the engine, set TEI's timing headers."""
     engine = _engine(request)
     settings = _settings(request)
@@ -103,6 +135,7 @@ async def _rerank(request: Request, response: Response, query: str, texts: list[
     if longest > settings.max_document_chars:
         raise ApiError(413, "validation",
                        f"a text of {longest} characters is over max_document_chars={settings.max_document_chars}")
+    _check_text(query, texts, field)
     try:
         outcome = await _until_disconnected(request, engine.rerank(query, texts, top_n, truncate=truncate))
     except ClientGoneError:
@@ -124,7 +157,7 @@ def _cohere_response(request: Request, body: CohereRerankRequest, outcome: Reran
     with_raw = bool(body.raw_scores)
     return RerankResponse(
         id=str(uuid.uuid4()),
-        model=_engine(request).reranker.model_name,
+        model=served_names(request)[0],
         results=[
             RerankResultItem(index=r.index, relevance_score=r.score,
                              document=ResultDocument(text=r.text) if with_text else None,
@@ -138,14 +171,15 @@ def _cohere_response(request: Request, body: CohereRerankRequest, outcome: Reran
 
 
 async def _cohere(request: Request, response: Response, body: CohereRerankRequest) -> RerankResponse:
+    _check_model_name(request, body.model)
     texts = body.texts()
-    outcome = await _rerank(request, response, body.query, texts, body.top_n, truncate=True)
+    outcome = await _rerank(request, response, body.query, texts, body.top_n, truncate=True, field="documents")
     return _cohere_response(request, body, outcome)
 
 
 async def _tei(request: Request, response: Response, body: TEIRerankRequest) -> list[TEIRank]:
     truncate = body.truncate is not False
-    outcome = await _rerank(request, response, body.query, body.texts, None, truncate=truncate)
+    outcome = await _rerank(request, response, body.query, body.texts, None, truncate=truncate, field="texts")
     return [TEIRank(index=r.index, score=r.raw_score if body.raw_scores else r.score,
                     text=r.text if body.return_text else None) for r in outcome.results]
 
@@ -173,9 +207,10 @@ async def rerank_any(request: Request, response: Response, body: AnyRerankReques
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 async def health(request: Request, response: Response) -> HealthResponse:
+    """Readiness from state, no model work: loaded, model thread alive, queued work moving (busy is healthy)."""
     engine: Engine | None = getattr(request.app.state, "engine", None)
     ready = engine is not None and getattr(request.app.state, "ready", False)
-    if ready and engine is not None and await engine.health_check():
+    if ready and engine is not None and engine.health(_settings(request).health_stall_seconds).ok:
         return HealthResponse(status="ok")
     response.status_code = 503
     return HealthResponse(status="unavailable")
@@ -183,7 +218,7 @@ async def health(request: Request, response: Response) -> HealthResponse:
 
 def _model_card(request: Request) -> ModelCard:
     engine = _engine(request)
-    return ModelCard(id=engine.reranker.model_name, created=int(request.app.state.started_at),
+    return ModelCard(id=served_names(request)[0], created=int(request.app.state.started_at),
                      max_input_length=engine.reranker.max_length)
 
 
@@ -210,10 +245,7 @@ async def list_models(request: Request) -> ModelList:
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses={**READ_ERRORS, **error_responses(404)})
 async def get_model(request: Request, model_id: str) -> ModelCard:
     card = _model_card(request)
-    # Accept the full id (a hub id or a path) or its last part, which is what users tend to type into a platform.
-    names = {card.id.strip("/"), card.id.rstrip("/").rsplit("/", 1)[-1]}
-    if model_id.strip("/") not in names:
-        raise ApiError(404, "not_found", f"model {model_id!r} is not served here; this service serves {card.id!r}")
+    _check_model_name(request, model_id, in_path=True)
     return card
 
 

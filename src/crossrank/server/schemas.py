@@ -42,7 +42,8 @@ Document = str | DocumentObject
 class CohereRerankRequest(WireModel):
     """Cohere v1/v2 and Jina rerank body (also what Dify, RAGFlow, FastGPT, LiteLLM and LangChain send)."""
 
-    model: str | None = Field(None, description="Accepted and ignored: this service serves one model.")
+    model: str | None = Field(None, description="The served model's name or an alias (GET /v1/models); another "
+                              "name is a 404 unless the service accepts any name. Omitted: the served model.")
     query: str = QUERY_FIELD
     documents: list[Document] = _non_empty_list("Documents to rank, as strings or {text} objects.")
     top_n: int | None = Field(None, ge=1, description="Keep the best n results; all when omitted.")
