@@ -198,7 +198,8 @@ def test_cards_follow_the_api_and_the_threshold(page: Watched, server: str) -> N
     assert page.page.text_content("#info-device") == "cpu"
     assert page.page.text_content("#info-dtype") == "fp32"
 
-    # Recolouring is live: green strictly above, red at or below, compared at the 4 decimals the cards show. The slider by keyboard (End = 1, Home = 0), then
+    # Recolouring is live: green strictly above, red at or below, compared at the 4 decimals the cards show. The
+    # slider by keyboard (End = 1, Home = 0), then
     # exact values: a threshold equal to the median score makes that card red and the better ones green.
     def assert_colours(threshold: float) -> None:
         for card, result in zip(card_rows(page.page), expected, strict=True):
@@ -471,7 +472,8 @@ def test_above_and_below_differ_by_more_than_colour(page: Watched) -> None:
     tab.click("summary")
     for selector in ("#query", "#documents", "#api-key", "#example", "#threshold-number"):
         border, inside, outside = tab.evaluate("""s => { const e = document.querySelector(s);
-            const bg = x => { while (x && getComputedStyle(x).backgroundColor === 'rgba(0, 0, 0, 0)') x = x.parentElement;
+            const clear = x => getComputedStyle(x).backgroundColor === 'rgba(0, 0, 0, 0)';
+            const bg = x => { while (x && clear(x)) x = x.parentElement;
                               return x ? getComputedStyle(x).backgroundColor : 'rgb(255, 255, 255)'; };
             return [getComputedStyle(e).borderTopColor, bg(e), bg(e.parentElement)]; }""", selector)
         assert min(contrast(border, inside), contrast(border, outside)) >= 3, (selector, border, inside, outside)
