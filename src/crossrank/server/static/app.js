@@ -37,16 +37,7 @@
 
   // ---------- small helpers ----------
 
-  function t(key, vars) {
-    var s = (I18N[state.lang] && I18N[state.lang][key]) || I18N.en[key] || key;
-    if (vars) {
-      Object.keys(vars).forEach(function (k) {
-        var v = vars[k];
-        s = s.split("{" + k + "}").join(typeof v === "number" && k !== "t" ? v.toLocaleString(state.lang) : String(v));
-      });
-    }
-    return s;
-  }
+  function t(key, vars) { return I18N.translate(state.lang, key, vars); }
 
   function tn(key, n, vars) { return t(L.countKey(key, n), Object.assign({ n: n }, vars || {})); }
 
@@ -298,7 +289,7 @@
   }
 
   function applyLanguage(lang) {
-    state.lang = I18N[lang] ? lang : "en";
+    state.lang = lang === "zh" ? "zh" : "en";
     document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
     document.title = t("title");
     document.querySelectorAll("[data-i18n]").forEach(function (e) { e.textContent = t(e.dataset.i18n); });

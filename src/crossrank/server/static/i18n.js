@@ -99,5 +99,17 @@
     }
   };
 
-  root.CrossrankI18n = { en: en, zh: zh, exampleNames: exampleNames };
+  /** The sentence `key` in `lang` (English where it has none), each {name} replaced by vars[name]; numbers are
+   *  written the language's way (1,000). */
+  function translate(lang, key, vars) {
+    var table = { en: en, zh: zh }[lang] || en;
+    var s = table[key] || en[key] || key;
+    Object.keys(vars || {}).forEach(function (k) {
+      var v = vars[k];
+      s = s.split("{" + k + "}").join(typeof v === "number" ? v.toLocaleString(lang) : String(v));
+    });
+    return s;
+  }
+
+  root.CrossrankI18n = { en: en, zh: zh, exampleNames: exampleNames, translate: translate };
 })(typeof window !== "undefined" ? window : globalThis);
