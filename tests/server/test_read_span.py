@@ -50,3 +50,15 @@ async def test_read_span_names_the_winning_window(make_client: MakeClient, tiny_
     assert {i: s["window"] for i, s in by_index.items()} == won
     assert by_index[1]["windows"] > 3 and by_index[0] == {"start": 0, "end": len(DOCS[0]), "tokens":
                                                             by_index[0]["tokens"], "window": 0, "windows": 1}
+
+
+async def test_read_spans_cost_nothing_unless_asked(make_client: MakeClient, monkeypatch: Any) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr("crossrank.server.routes.read_spans", lambda *a, **k: calls.append(1))
+    client = await make_client()
+    for path in ("/v1/rerank", "/v2/rerank", "/rerank"):
+        assert (await client.post(path, json={"query": QUERY, "documents": DOCS})).status_code == 200
+    assert (await client.post("/rerank", json={"query": QUERY, "texts": DOCS})).status_code == 200
+    assert calls == []
+    body = (await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "return_read_span": True})).json()
+    assert calls == [1] and all("read_span" not in r for r in body["results"])   # no offsets: nothing claimed
