@@ -5,7 +5,7 @@ from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crossrank.core.tokenize import PairEncoder, chunk_windows, pair_template
+from crossrank.core.tokenize import PairEncoder, chunk_windows, pair_template, read_spans
 
 PAIRS = [
     ("中国的首都是哪里？", "北京是中国的政治中心。"),
@@ -161,3 +161,68 @@ def test_clean_text_skips_the_second_tokenisation(tokenizer_for_tests, monkeypat
     assert calls == [(1, "longest_first"), (3, "longest_first"), (1, "only_second")]
     assert got == [*PairEncoder(tokenizer_for_tests, max_length=64).encode(pairs)]
     assert [e.input_ids for e in got] == [reference_ids(tokenizer_for_tests, q, p, 64, 48) for q, p in pairs]
+
+
+def _read_exactly(tokenizer, text: str, span, kept: list[int]) -> bool:
+    """Whether ``kept`` is a run of the tokens of ``text`` that starts at character ``span.start`` and ends at
+    ``span.end`` (or at the text's ends). Runs are compared by ids: two tokens may share one character's offsets."""
+    found = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = found["input_ids"], found["offset_mapping"]
+    for k in range(len(ids) - len(kept) + 1):
+        if ids[k : k + len(kept)] != kept:
+            continue
+        starts = span.start == (0 if k == 0 else offsets[k][0])
+        ends = span.end == (len(text) if k + len(kept) == len(ids) else offsets[k + len(kept) - 1][1])
+        if starts and ends:
+            return True
+    return False
+
+
+def _passage_ids(enc: PairEncoder, encoded, query: str) -> list[int]:
+    """The passage part of an encoded pair: between the query's middle tokens and the suffix."""
+    start = len(enc.template.prefix) + len(enc.encode_queries([query])[0]) + len(enc.template.middle)
+    return encoded.input_ids[start : len(encoded.input_ids) - len(enc.template.suffix)]
+
+
+READ_PASSAGES = ["Low vitamin D levels are linked to fatigue. " * 60, "short one", "", "北京是中国的政治中心。" * 50]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_read_spans_name_the_characters_truncation_keeps(tokenizer_for_tests, side, monkeypatch):
+    monkeypatch.setattr(tokenizer_for_tests, "truncation_side", side)
+    enc = PairEncoder(tokenizer_for_tests, max_length=64)
+    query = "vitamin D"
+    spans = read_spans(enc, query, READ_PASSAGES, [0] * 4, long_passages="truncate", overlap=8)
+    assert spans is not None
+    for passage, span, encoded in zip(READ_PASSAGES, spans, enc.encode([(query, p) for p in READ_PASSAGES])):
+        kept = _passage_ids(enc, encoded, query)
+        assert span.tokens == len(kept) and (span.window, span.windows) == (0, 1)
+        assert _read_exactly(tokenizer_for_tests, passage, span, kept)
+    long_span, short_span, empty_span = spans[0], spans[1], spans[2]
+    assert (short_span.start, short_span.end) == (0, len("short one"))
+    assert (empty_span.start, empty_span.end, empty_span.tokens) == (0, 0, 0)
+    if side == "right":
+        assert long_span.start == 0 and 0 < long_span.end < len(READ_PASSAGES[0])
+    else:
+        assert long_span.start > 0 and long_span.end == len(READ_PASSAGES[0])
+
+
+def test_read_spans_name_the_winning_window(tokenizer_for_tests):
+    enc = PairEncoder(tokenizer_for_tests, max_length=64)
+    query, passage = "vitamin D", READ_PASSAGES[0]
+    chunks = enc.encode_chunked([(query, passage)], overlap=8)
+    spans = read_spans(enc, query, [passage] * len(chunks), [c.chunk for c in chunks], long_passages="chunk",
+                       overlap=8)
+    assert spans is not None and len(chunks) > 3
+    # Windows after the first are joined by text (decoded, tokenised again), so compare with the passage's own ids.
+    ids = tokenizer_for_tests(passage, add_special_tokens=False)["input_ids"]
+    room = enc.max_length - len(enc.encode_queries([query])[0]) - enc.template.num_special
+    for chunk, span, (start, end) in zip(chunks, spans, chunk_windows(len(ids), room, 8), strict=True):
+        kept = ids[start:end]
+        assert (span.window, span.windows, span.tokens) == (chunk.chunk, len(chunks), len(kept))
+        assert _read_exactly(tokenizer_for_tests, passage, span, kept)
+    assert [s.start for s in spans] == sorted(s.start for s in spans) and spans[0].start == 0
+    assert spans[1].start < spans[0].end   # neighbours share their overlap
+    assert spans[-1].end == len(passage)
+    with pytest.raises(ValueError, match="window"):
+        read_spans(enc, query, [passage], [len(chunks)], long_passages="chunk", overlap=8)

@@ -26,11 +26,14 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
+pytestmark = pytest.mark.slow   # every test here drives Chromium
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 API_KEY = "test-key-0123"
 PAYLOAD_LIMIT = 150_000
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+STATIC = Path(__file__).resolve().parents[2] / "src" / "crossrank" / "server" / "static"
 GREEN = "rgb(31, 122, 58)"   # --good in style.css
 RED = "rgb(180, 35, 24)"     # --bad in style.css
 HOSTILE = [
@@ -157,8 +160,14 @@ def card_rows(page: Any) -> list[dict[str, Any]]:
         text: c.querySelector('.passage').textContent, above: c.classList.contains('above'),
         below: c.classList.contains('below'), hidden: c.hidden,
         colour: getComputedStyle(c.querySelector('.score')).color,
+        verdict: c.querySelector('.verdict').textContent,
         barWidth: c.querySelector('.bar-fill').getBoundingClientRect().width,
         barTrack: c.querySelector('.bar').getBoundingClientRect().width }))""")
+
+
+def shown_above(score: float, threshold: float) -> bool:
+    """Above the threshold as the page decides it: at the 4 decimals both are shown with."""
+    return round(score * 10_000) > round(threshold * 10_000)
 
 
 def set_threshold(page: Any, value: float) -> None:
@@ -189,13 +198,15 @@ def test_cards_follow_the_api_and_the_threshold(page: Watched, server: str) -> N
     assert page.page.text_content("#info-device") == "cpu"
     assert page.page.text_content("#info-dtype") == "fp32"
 
-    # Recolouring is live: green strictly above, red at or below. The slider by keyboard (End = 1, Home = 0), then
+    # Recolouring is live: green strictly above, red at or below, compared at the 4 decimals the cards show. The
+    # slider by keyboard (End = 1, Home = 0), then
     # exact values: a threshold equal to the median score makes that card red and the better ones green.
     def assert_colours(threshold: float) -> None:
         for card, result in zip(card_rows(page.page), expected, strict=True):
-            above = result["relevance_score"] > threshold
+            above = shown_above(result["relevance_score"], threshold)
             assert (card["above"], card["below"]) == (above, not above)
             assert card["colour"] == (GREEN if above else RED)
+            assert card["verdict"] == ("▲above" if above else "▼at or below")
 
     page.page.focus("#threshold")
     page.page.keyboard.press("End")
@@ -212,18 +223,26 @@ def test_cards_follow_the_api_and_the_threshold(page: Watched, server: str) -> N
     page.page.check("#hide-below")
     for threshold in thresholds:
         set_threshold(page.page, threshold)
-        assert [c["hidden"] for c in card_rows(page.page)] == [r["relevance_score"] <= threshold for r in expected]
+        assert [c["hidden"] for c in card_rows(page.page)] == [
+            not shown_above(r["relevance_score"], threshold) for r in expected]
     page.page.uncheck("#hide-below")
 
-    # Raw data: one row per passage, with its input line as ID, matching both of the service's scores.
+    # Raw data: one row per passage with its rank, its input line as ID, both of the service's scores at the cards'
+    # 4 decimals, and whether it is above the threshold (which follows the threshold while the table is open).
     page.page.click("#raw-toggle")
     table = read_table(page.page)
     assert [r["index"] for r in table] == [r["index"] for r in expected]
+    assert [r["rank"] for r in table] == list(range(1, len(docs) + 1))
     for row in table:
         assert row["id"] == ids[row["index"]]
         assert row["text"] == docs[row["index"]]
-        assert row["raw"] == pytest.approx(raw[row["index"]], abs=1e-5)
-    assert [r["score"] for r in table] == pytest.approx([r["relevance_score"] for r in expected], abs=1e-5)
+        assert row["raw_text"] == f"{raw[row['index']]:.4f}"
+    assert [r["score_text"] for r in table] == [f"{r['relevance_score']:.4f}" for r in expected]
+    assert [r["verdict"] for r in table] == [
+        "▲ above" if shown_above(r["relevance_score"], median) else "▼ at or below" for r in expected]
+    set_threshold(page.page, 0.0)
+    assert all(r["verdict"] == "▲ above" for r in read_table(page.page))
+    set_threshold(page.page, median)
     page.page.click("th[data-key='raw'] button")
     assert [r["raw"] for r in read_table(page.page)] == sorted((r["raw"] for r in table), reverse=True)
     page.page.click("th[data-key='raw'] button")
@@ -253,8 +272,9 @@ def test_cards_follow_the_api_and_the_threshold(page: Watched, server: str) -> N
 def read_table(page: Any) -> list[dict[str, Any]]:
     rows = page.eval_on_selector_all("#raw-table tbody tr", """rows => rows.map(r => ({
         index: Number(r.dataset.index), cells: Array.from(r.cells).map(c => c.textContent) }))""")
-    return [{"index": r["index"], "id": int(r["cells"][0]), "text": r["cells"][1], "raw": float(r["cells"][2]),
-             "score": float(r["cells"][3])} for r in rows]
+    return [{"index": r["index"], "rank": int(r["cells"][0]), "id": int(r["cells"][1]), "text": r["cells"][2],
+             "raw": float(r["cells"][3]), "raw_text": r["cells"][3], "score_text": r["cells"][4],
+             "verdict": r["cells"][5]} for r in rows]
 
 
 def download(page: Any, button: str) -> str:
@@ -320,7 +340,10 @@ def test_chinese_ui_examples_keyboard_and_highlighting(page: Watched) -> None:
     page.page.click("#lang")
     assert page.page.evaluate("document.documentElement.lang") == "zh-CN"
     assert page.page.text_content("#rerank") == "重排序"
-    page.page.select_option("#example", label="keyword trap: capital")
+    assert page.page.evaluate("document.title") == "crossrank — 重排序试验台"
+    labels = page.page.eval_on_selector_all("#example option", "os => os.map(o => o.textContent)")
+    assert "关键词陷阱：首都" in labels and "keyword trap: capital" not in labels
+    page.page.select_option("#example", label="关键词陷阱：首都")
     assert page.page.input_value("#query") == "中国的首都是哪里？"
     # Keyboard only: Ctrl+Enter from the candidates box submits.
     page.page.focus("#documents")
@@ -332,17 +355,358 @@ def test_chinese_ui_examples_keyboard_and_highlighting(page: Watched) -> None:
     assert "结果" in page.page.text_content("#status")
     page.page.click("#lang")
     assert page.page.text_content("#rerank") == "Rerank"
+    assert page.page.evaluate("document.title") == "crossrank — rerank playground"
+    assert "keyword trap: capital" in page.page.eval_on_selector_all("#example option", "os => os.map(o => o.text)")
     assert page.console_errors == []
 
 
-def test_a_thousand_lines_stay_responsive(page: Watched) -> None:
+def wait_for_results(page: Any, cards: int) -> None:
+    wait_until(page, f"() => document.querySelectorAll('#cards .card').length === {cards}"
+                     " && !document.getElementById('rerank').disabled")
+
+
+def test_a_thousand_results_show_the_top_fifty_and_more_on_demand(page: Watched) -> None:
     lines = [f"passage number {i} about vitamin D and sunlight, 第{i}段" for i in range(1000)]
-    rerank_in_page(page.page, "vitamin D 第段", lines, 1000)
-    # Moving the slider recolours 1,000 cards; it must take well under a frame budget or two.
+    page.page.fill("#query", "vitamin D 第段")
+    paste(page.page, "#documents", "\n".join(lines))
+    page.page.click("#rerank")
+    wait_for_results(page.page, 50)
+    assert page.page.evaluate("document.documentElement.scrollHeight") < 15_000
+    more = page.page.locator("#more")
+    assert more.text_content() == "Show 50 more (950 not shown)"
+    more.click()
+    assert page.page.locator("#cards .card").count() == 100
+    assert more.text_content() == "Show 50 more (900 not shown)"
+    # The status and the raw table still speak of all 1,000.
+    assert page.page.text_content("#status").startswith("1,000 results")
+    page.page.click("#raw-toggle")
+    assert page.page.locator("#raw-table tbody tr").count() == 1000
+    # Switching the language rebuilds only the cards on screen; moving the slider recolours them at once.
+    page.page.click("#lang")
+    assert page.page.locator("#cards .card").count() == 100
+    assert more.text_content() == "再显示 50 条（还有 900 条未显示）"
     elapsed = page.page.evaluate("""() => {
         const s = document.getElementById('threshold'); const t0 = performance.now();
         for (const v of ['0.1', '0.9', '0.5']) { s.value = v; s.dispatchEvent(new Event('input')); }
         return (performance.now() - t0) / 3; }""")
     assert elapsed < 100
-    assert page.page.locator("#cards .card").count() == 1000
     assert page.console_errors == []
+
+
+def fresh_page(browser: Any, server: str, *, key: str | None = API_KEY, **context: Any) -> tuple[Any, Watched]:
+    """A new tab (and its context, to close) with the given viewport/emulation, and the API key unless None."""
+    ctx = browser.new_context(**({"viewport": {"width": 1280, "height": 900}} | context))
+    if key is not None:
+        ctx.add_init_script(f"sessionStorage.setItem('crossrank.apiKey', {json.dumps(key)})")
+    tab = ctx.new_page()
+    watched = Watched(tab)
+    tab.goto(server)
+    return ctx, watched
+
+
+def in_view(page: Any, selector: str) -> bool:
+    return bool(page.evaluate("""s => { const r = document.querySelector(s).getBoundingClientRect();
+        return r.top >= 0 && r.top < window.innerHeight && r.height > 0; }""", selector))
+
+
+def test_on_a_phone_rerank_brings_the_results_into_view(browser: Any, server: str) -> None:
+    ctx, page = fresh_page(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        tab = page.page
+        tab.fill("#query", "vitamin D")
+        tab.fill("#documents", "\n".join(["sunlight and vitamin D", "iron and anaemia", "bone pain"]))
+        tab.evaluate("window.scrollTo(0, 0)")
+        assert not in_view(tab, "#status")   # below the whole form on a phone
+        tab.tap("#rerank")
+        wait_for_results(tab, 3)
+        wait_until(tab, "() => { const r = document.getElementById('status').getBoundingClientRect();"
+                        " return r.top >= 0 && r.bottom <= window.innerHeight; }", timeout=5)
+        assert tab.text_content("#status").startswith("3 results")
+        # A failure is brought into view too: the service's own error, not the form's.
+        tab.evaluate("window.scrollTo(0, 0)")
+        paste(tab, "#documents", "\n".join(["x" * 99] * (PAYLOAD_LIMIT // 100 + 50)))
+        tab.tap("#rerank")
+        wait_until(tab, "() => document.getElementById('error').textContent.includes('413')")
+        wait_until(tab, "() => { const r = document.getElementById('error').getBoundingClientRect();"
+                        " return r.top >= 0 && r.bottom <= window.innerHeight; }", timeout=5)
+        ARTIFACTS.mkdir(exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / "web_page_phone_error.png"))
+    finally:
+        ctx.close()
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two CSS rgb()/rgba() colours."""
+    def luminance(colour: str) -> float:
+        r, g, b = (int(float(v)) / 255 for v in colour[colour.index("(") + 1 : colour.index(")")].split(",")[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_above_and_below_differ_by_more_than_colour(page: Watched) -> None:
+    tab = page.page
+    docs = ["sunlight and vitamin D", "iron deficiency", "bone pain and fatigue", "a recipe for bread",
+            "the history of Rome", "毛笔字的写法"]
+    rerank_in_page(tab, "vitamin D", docs, 6)
+    scores = [float(c["score"]) for c in card_rows(tab)]
+    assert scores[2] > scores[3]
+    set_threshold(tab, (scores[2] + scores[3]) / 2)
+    cards = card_rows(tab)
+    assert [c["verdict"] for c in cards] == ["▲above"] * 3 + ["▼at or below"] * 3
+    # One divider, drawn, exactly between the last card above and the first at or below.
+    divider = tab.evaluate("""() => { const d = document.querySelectorAll('#cards .divider');
+        if (d.length !== 1) return null; const e = d[0], line = getComputedStyle(e, '::before');
+        return { prev: e.previousElementSibling.classList.contains('above'),
+                 next: e.nextElementSibling.classList.contains('below'), text: e.textContent,
+                 height: e.getBoundingClientRect().height, line: line.borderTopStyle + ' ' + line.borderTopWidth,
+                 role: e.getAttribute('role') }; }""")
+    assert divider is not None and divider["prev"] and divider["next"] and divider["height"] > 0
+    assert divider["line"] == "dashed 2px" and divider["role"] == "separator" and "threshold" in divider["text"]
+    set_threshold(tab, 0.0)   # everything above: the divider closes the list
+    assert tab.evaluate("document.querySelector('#cards').lastElementChild.className") == "divider"
+    set_threshold(tab, 1.0)   # nothing above: it opens the list
+    assert tab.evaluate("document.querySelector('#cards').firstElementChild.className") == "divider"
+    # Every input's border stands out from what surrounds it by 3:1 at least (WCAG 1.4.11).
+    tab.click("summary")
+    for selector in ("#query", "#documents", "#api-key", "#example", "#threshold-number"):
+        border, inside, outside = tab.evaluate("""s => { const e = document.querySelector(s);
+            const clear = x => getComputedStyle(x).backgroundColor === 'rgba(0, 0, 0, 0)';
+            const bg = x => { while (x && clear(x)) x = x.parentElement;
+                              return x ? getComputedStyle(x).backgroundColor : 'rgb(255, 255, 255)'; };
+            return [getComputedStyle(e).borderTopColor, bg(e), bg(e.parentElement)]; }""", selector)
+        assert min(contrast(border, inside), contrast(border, outside)) >= 3, (selector, border, inside, outside)
+    assert page.console_errors == []
+
+
+def test_results_that_no_longer_match_are_marked(page: Watched) -> None:
+    tab = page.page
+    rerank_in_page(tab, "vitamin D", ["sunlight", "iron", "bone pain"], 3)
+    assert tab.is_hidden("#stale") and "stale" not in tab.get_attribute("#results", "class")
+    tab.fill("#query", "vitamin C")   # edited: the cards answer another query now
+    assert tab.is_visible("#stale") and "earlier input" in tab.text_content("#stale")
+    tab.fill("#query", "vitamin D")   # back as it was: they match again
+    assert tab.is_hidden("#stale")
+
+    held: list[Any] = []
+    tab.route("**/v1/rerank", lambda route: held.append(route))
+    tab.click("#rerank")
+    wait_until(tab, "() => document.getElementById('status').textContent.startsWith('Scoring')")
+    while not held:
+        tab.wait_for_timeout(20)
+    # While it runs the old cards are dimmed, and moving the threshold does not bring back their status.
+    assert tab.is_visible("#stale")
+    assert float(tab.eval_on_selector("#cards", "e => getComputedStyle(e).opacity")) < 1
+    set_threshold(tab, 0.25)
+    assert tab.text_content("#status") == "Scoring 3 passages…"
+    held[0].fulfill(status=503, content_type="application/json", headers={"Retry-After": "1"},
+                    body=json.dumps({"error": "the model is not ready yet", "error_type": "unhealthy"}))
+    wait_until(tab, "() => !document.getElementById('error').hidden")
+    assert tab.text_content("#status") == ""
+    assert tab.is_visible("#stale") and tab.locator("#cards .card").count() == 3   # kept, but marked as old
+    tab.unroute("**/v1/rerank")
+    tab.click("#rerank")
+    wait_until(tab, "() => document.getElementById('status').textContent.startsWith('3 results')")
+    assert tab.is_hidden("#stale") and tab.is_hidden("#error")
+    assert [e for e in page.console_errors if "Failed to load resource" not in e] == []
+
+
+def test_threshold_box_clamps_says_so_and_compares_as_shown(page: Watched, server: str) -> None:
+    tab = page.page
+    docs = ["sunlight and vitamin D", "iron", "bone pain"]
+    rerank_in_page(tab, "vitamin D", docs, 3)
+    tab.fill("#threshold-number", "1.5")
+    assert tab.is_visible("#threshold-error") and "using 1" in tab.text_content("#threshold-error")
+    assert tab.get_attribute("#threshold-number", "aria-invalid") == "true"
+    assert float(tab.input_value("#threshold")) == 1.0
+    assert all(c["below"] for c in card_rows(tab)) and tab.text_content("#status").endswith("0 above 1")
+    tab.press("#threshold-number", "Tab")   # leaving the box shows the value in force
+    assert tab.input_value("#threshold-number") == "1" and tab.is_hidden("#threshold-error")
+    tab.fill("#threshold-number", "")
+    assert "still using 1" in tab.text_content("#threshold-error")
+    assert float(tab.input_value("#threshold")) == 1.0
+    tab.press("#threshold-number", "Tab")
+    assert tab.input_value("#threshold-number") == "1"
+
+    # A threshold a hair below a score looks equal to it at 4 decimals: the card is then at-or-below, red, so the
+    # colour never disagrees with the numbers on screen.
+    card = card_rows(tab)[0]
+    score = api(server, "v1/rerank", {"query": "vitamin D", "documents": docs})["results"][0]["relevance_score"]
+    for hair in (-4e-6, 4e-6):
+        threshold = score + hair
+        if f"{threshold:.4f}" != card["score"]:
+            continue   # the score sits next to a rounding boundary; the other side still checks it
+        set_threshold(tab, threshold)
+        tab.press("#threshold-number", "Tab")
+        first = card_rows(tab)[0]
+        assert tab.input_value("#threshold-number") == str(round(threshold, 4))
+        assert first["below"] and first["colour"] == RED and first["verdict"] == "▼at or below"
+    assert page.console_errors == []
+
+
+def test_long_passages_are_collapsed_and_say_how_much_was_read(page: Watched) -> None:
+    tab = page.page
+    long = ("Vitamin D comes from sunlight and food; it keeps bones strong. " * 800)[:50_000].strip()
+    rerank_in_page(tab, "vitamin D", [long, "a short passage"], 2)
+    card = tab.locator("#cards .card", has_text="Vitamin D comes")
+    passage, toggle = card.locator(".passage"), card.locator("button.more-text")
+    assert len(passage.text_content()) < 1_000 and toggle.text_content() == "Show more"
+    assert toggle.get_attribute("aria-expanded") == "false"
+    note = card.locator(".read-note").text_content()
+    assert note.startswith("The model read characters 1–") and "of 50,000" in note and "the rest was cut" in note
+    # Opened: the whole passage, the part the model read apart from the rest.
+    toggle.click()
+    assert toggle.get_attribute("aria-expanded") == "true" and toggle.text_content() == "Show less"
+    read = card.locator(".passage .read").text_content()
+    unread = card.locator(".passage .unread").text_content()
+    assert read + unread == long and 0 < len(read) < 5_000
+    assert f"1–{len(read):,} of 50,000" in note
+    toggle.click()
+    assert len(passage.text_content()) < 1_000
+    short = tab.locator("#cards .card", has_text="a short passage")
+    assert short.locator(".read-note").count() == 0 and short.locator("button.more-text").count() == 0
+    assert page.console_errors == []
+
+
+def test_chunked_passages_name_the_window_that_won(page: Watched) -> None:
+    # A service that splits long passages into windows answers with the winning one (tests/server/test_read_span.py
+    # checks that side); here the answer is given to the page directly.
+    tab = page.page
+    long = " ".join(f"w{i}" for i in range(8000))
+    start = long.index("w4000")
+    answer = {"id": "x", "object": "rerank", "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1},
+              "meta": {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": 1}},
+              "results": [{"index": 0, "relevance_score": 0.9, "raw_score": 2.2,
+                           "read_span": {"start": start, "end": start + 2000, "tokens": 500, "window": 7,
+                                         "windows": 19}}]}
+    sent: list[Any] = []
+
+    def fake(route: Any) -> None:
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+    tab.route("**/v1/rerank", fake)
+    rerank_in_page(tab, "w4000", [long], 1)
+    assert sent[0]["return_read_span"] is True
+    card = tab.locator("#cards .card")
+    note = card.locator(".read-note").text_content()
+    assert note == (f"Read in 19 windows; window 8 scored best: characters {start + 1:,}–{start + 2000:,} of "
+                    f"{len(long):,} (500 tokens).")
+    # Collapsed, the card shows the window that won, not the passage's start.
+    shown = card.locator(".passage").text_content()
+    assert shown.startswith("… w4000") and len(shown) < 1_000
+    card.locator("button.more-text").click()
+    assert card.locator(".passage .read").text_content() == long[start : start + 2000]
+
+
+def test_without_a_key_a_401_opens_the_key_field(browser: Any, server: str) -> None:
+    ctx, page = fresh_page(browser, server, key=None)
+    try:
+        tab = page.page
+        tab.fill("#query", "anything")
+        tab.fill("#documents", "one\ntwo")
+        tab.click("#rerank")
+        wait_until(tab, "() => !document.getElementById('error').hidden")
+        assert tab.text_content("#error") == "This service needs an API key (401). Enter it under “API key”."
+        assert tab.evaluate("document.getElementById('key-details').open")
+        assert tab.evaluate("document.activeElement.id") == "api-key"
+        tab.keyboard.type(API_KEY)    # typing the key is the fix: the banner goes
+        assert tab.is_hidden("#error")
+        tab.press("#api-key", "Tab")
+        tab.click("#rerank")
+        wait_for_results(tab, 2)
+    finally:
+        ctx.close()
+
+
+def test_the_error_banner_goes_once_the_input_is_fixed(page: Watched) -> None:
+    tab = page.page
+    tab.fill("#documents", "one")
+    tab.click("#rerank")
+    assert tab.text_content("#error") == "Please type a query."
+    tab.fill("#query", "   ")
+    assert tab.is_visible("#error")      # still no query
+    tab.fill("#query", "a query")
+    assert tab.is_hidden("#error")
+    tab.fill("#documents", "\n  \n")
+    tab.click("#rerank")
+    assert tab.text_content("#error").startswith("Please add at least one candidate")
+    tab.fill("#documents", "one")
+    assert tab.is_hidden("#error")
+
+
+def test_one_result_wrapping_and_right_to_left(page: Watched) -> None:
+    tab = page.page
+    arabic = "فيتامين د يأتي من أشعة الشمس"
+    rerank_in_page(tab, "vitamin D", [arabic], 1)
+    assert tab.text_content("#status").startswith("1 result in ")
+    assert tab.text_content("#line-count") == "· 1 passage"
+    passage = tab.locator("#cards .passage")
+    assert passage.get_attribute("dir") == "auto" and passage.evaluate("e => e.matches(':dir(rtl)')")
+    tab.click("#raw-toggle")
+    assert tab.locator("#raw-table td.text").evaluate("e => e.matches(':dir(rtl)')")
+    assert tab.get_attribute("#documents", "dir") == "auto" and tab.get_attribute("#query", "dir") == "auto"
+    # A pasted long line wraps in the candidates box instead of scrolling it sideways.
+    paste(tab, "#documents", "short\n" + "a long line of words " * 100 + "\nshort again")
+    assert tab.evaluate("(e => e.scrollWidth <= e.clientWidth + 1)(document.getElementById('documents'))")
+    tab.click("#lang")
+    tab.click("#rerank")
+    wait_for_results(tab, 3)
+    tab.fill("#documents", arabic)
+    tab.click("#rerank")
+    wait_until(tab, "() => document.getElementById('status').textContent.startsWith('1 条结果')")
+    assert page.console_errors == []
+
+
+@pytest.fixture(scope="module")
+def logic(browser: Any) -> Iterator[Any]:
+    """The page's pure rules (logic.js) loaded alone into a blank tab."""
+    tab = browser.new_page()
+    tab.add_script_tag(path=str(STATIC / "logic.js"))
+    yield lambda expression, *args: tab.evaluate(f"a => CrossrankLogic.{expression}(...a)", list(args))
+    tab.close()
+
+
+def test_logic_compares_at_the_shown_decimals(logic: Any) -> None:
+    assert logic("isAbove", 0.50004, 0.5) is False      # both show as 0.5000
+    assert logic("isAbove", 0.50005, 0.5) is True       # 0.5001 > 0.5000
+    assert logic("isAbove", 0.49996, 0.49999) is False
+    assert logic("fmt", 0.123456) == "0.1235" and logic("fmt", None) == "—"
+    assert logic("thresholdText", 0.123456) == "0.1235"
+    assert logic("aboveCount", [{"score": 0.9}, {"score": 0.50004}, {"score": 0.1}], 0.5) == 1
+
+
+def test_logic_reads_the_threshold_box(logic: Any) -> None:
+    assert logic("parseThreshold", "0.3", 0.5) == {"value": 0.3, "error": None}
+    assert logic("parseThreshold", "1.5", 0.5) == {"value": 1, "error": "range"}
+    assert logic("parseThreshold", "-2", 0.5) == {"value": 0, "error": "range"}
+    assert logic("parseThreshold", "", 0.7) == {"value": 0.7, "error": "number"}
+    assert logic("parseThreshold", " 1e-1 ", 0.7) == {"value": 0.1, "error": None}
+
+
+def test_logic_collapses_passages_around_what_was_read(logic: Any) -> None:
+    text = "0123456789"
+    whole = logic("passageView", text, None, 20, False)
+    assert whole == {"pieces": [{"text": text, "read": True}], "collapsible": False, "before": False, "after": False,
+                     "length": 10}
+    head = logic("passageView", text, {"start": 0, "end": 4}, 6, False)
+    assert head["pieces"] == [{"text": "0123", "read": True}, {"text": "45", "read": False}]
+    assert (head["before"], head["after"], head["collapsible"]) == (False, True, True)
+    window = logic("passageView", text, {"start": 5, "end": 8}, 4, False)
+    assert window["pieces"] == [{"text": "567", "read": True}, {"text": "8", "read": False}] and window["before"]
+    opened = logic("passageView", text, {"start": 5, "end": 8}, 4, True)
+    assert [p["text"] for p in opened["pieces"]] == ["01234", "567", "89"] and not opened["before"]
+    emoji = logic("passageView", "🙂🙂🙂ab", {"start": 1, "end": 3}, 10, False)   # code points, as Python counts
+    assert emoji["pieces"][1] == {"text": "🙂🙂", "read": True} and emoji["length"] == 5
+
+
+def test_logic_words_for_reading_and_counting(logic: Any) -> None:
+    span = {"start": 0, "end": 40, "tokens": 9, "window": 0, "windows": 1}
+    assert logic("readNote", span, 40) is None                            # read whole: nothing to say
+    assert logic("readNote", span, 100)["key"] == "readHead"
+    assert logic("readNote", {**span, "start": 60, "end": 100}, 100)["key"] == "readTail"
+    note = logic("readNote", {**span, "start": 60, "end": 100, "window": 2, "windows": 4}, 100)
+    assert note["key"] == "readWindow" and note["vars"]["window"] == 3 and note["vars"]["start"] == 61
+    assert logic("readNote", None, 10) is None
+    assert logic("countKey", "status", 1) == "status1" and logic("countKey", "status", 2) == "status"

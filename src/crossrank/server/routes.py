@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import math
 import uuid
 from collections.abc import Coroutine
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from crossrank import __version__
 from crossrank.core.inputs import find_lone_surrogate
 from crossrank.core.settings import ServerSettings
+from crossrank.core.tokenize import read_spans
 from crossrank.engine import Engine, RerankOutcome
 from crossrank.server.errors import READ_ERRORS, RERANK_ERRORS, ApiError, engine_error, error_responses
 from crossrank.server.metrics import ServiceMetrics
@@ -27,6 +30,7 @@ from crossrank.server.schemas import (
     ModelCard,
     ModelList,
     ModelType,
+    ReadSpan,
     RerankerType,
     RerankResponse,
     RerankResultItem,
@@ -152,17 +156,32 @@ async def _rerank(request: Request, response: Response, query: str, texts: list[
     return outcome
 
 
-def _cohere_response(request: Request, body: CohereRerankRequest, outcome: RerankOutcome) -> RerankResponse:
+async def _read_spans(engine: Engine, query: str, outcome: RerankOutcome) -> list[ReadSpan | None]:
+    """Which characters of each result the model read: tokenised again off the event loop, only when asked."""
+    reranker = engine.reranker  # its public encoder and settings: how passages were cut or split
+    results = outcome.results
+    spans = await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(read_spans, reranker.encoder, query, [r.text for r in results],
+                                [r.chunk for r in results], long_passages=reranker.settings.long_passages,
+                                overlap=reranker.settings.chunk_overlap))
+    if spans is None:
+        return [None] * len(results)
+    return [ReadSpan(**dataclasses.asdict(s)) for s in spans]
+
+
+def _cohere_response(request: Request, body: CohereRerankRequest, outcome: RerankOutcome,
+                     spans: list[ReadSpan | None] | None = None) -> RerankResponse:
     with_text = bool(body.return_documents)
     with_raw = bool(body.raw_scores)
+    spans = spans or [None] * len(outcome.results)
     return RerankResponse(
         id=str(uuid.uuid4()),
         model=served_names(request)[0],
         results=[
             RerankResultItem(index=r.index, relevance_score=r.score,
                              document=ResultDocument(text=r.text) if with_text else None,
-                             raw_score=r.raw_score if with_raw else None)
-            for r in outcome.results
+                             raw_score=r.raw_score if with_raw else None, read_span=span)
+            for r, span in zip(outcome.results, spans, strict=True)
         ],
         usage=Usage(prompt_tokens=outcome.tokens, total_tokens=outcome.tokens),
         meta=Meta(billed_units=BilledUnits(search_units=max(1, math.ceil(len(body.documents) / 100))),
@@ -174,7 +193,8 @@ async def _cohere(request: Request, response: Response, body: CohereRerankReques
     _check_model_name(request, body.model)
     texts = body.texts()
     outcome = await _rerank(request, response, body.query, texts, body.top_n, truncate=True, field="documents")
-    return _cohere_response(request, body, outcome)
+    spans = await _read_spans(_engine(request), body.query, outcome) if body.return_read_span else None
+    return _cohere_response(request, body, outcome, spans)
 
 
 async def _tei(request: Request, response: Response, body: TEIRerankRequest) -> list[TEIRank]:

@@ -56,6 +56,10 @@ class CohereRerankRequest(WireModel):
     raw_scores: bool | None = Field(
         None, description="crossrank extension: also return each result's raw logit as raw_score."
     )
+    return_read_span: bool | None = Field(
+        None, description="crossrank extension: also say which characters of each document the model read, as "
+        "read_span (long documents are cut, or split into windows of which the best counts)."
+    )
 
     _check_query = field_validator("query")(_non_empty_query)
 
@@ -94,11 +98,22 @@ class ResultDocument(WireModel):
     text: str
 
 
+class ReadSpan(WireModel):
+    """The part of a document the model read: characters ``[start, end)`` (Unicode code points)."""
+
+    start: int
+    end: int
+    tokens: int = Field(description="Document tokens in that part.")
+    window: int = Field(description="Which window (0-based) scored best, when long documents are split.")
+    windows: int = Field(description="How many windows the document was split into; 1 when it is cut.")
+
+
 class RerankResultItem(WireModel):
     index: int = Field(description="Position of the document in the request.")
     relevance_score: float = Field(description="Sigmoid of the model's logit, in [0, 1].")
     document: ResultDocument | None = Field(None, description="Present only when return_documents was true.")
     raw_score: float | None = Field(None, description="The model's logit; present only when raw_scores was true.")
+    read_span: ReadSpan | None = Field(None, description="Present only when return_read_span was true.")
 
 
 class Usage(WireModel):
