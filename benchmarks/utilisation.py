@@ -1,13 +1,15 @@
-"""Issue 6: how close the packed backend's model-only pass is to what the GPU's GEMMs allow, at crossrank's defaults.
+"""How close the packed backend's model-only pass comes to what the GPU's GEMMs allow, at crossrank's defaults.
 
-For fp16 and bf16 and the token budgets 32,768 (the default) and 65,536, on throughput.py's random v2-m3 and text mix:
-- model only (pre-tokenised; ``scoring.run_batches``, best of 3): pairs/s and utilisation of 989 TFLOP/s, counted as
-  REFERENCE.md counts (throughput.model_flops: linear layers + attention, real tokens only);
-- a profile of one such pass: GPU time by kind of kernel, the rate the model's GEMMs and attention reach inside it,
-  and the utilisation the pass would have if everything but its GEMMs took no time (the ceiling of this design);
-- the same GEMMs alone (the fused QKV, output, up and down projections with their biases, 32,768 x 1,024 tokens).
+For each dtype (``--dtypes``) and token budget (``--budgets``; 32,768 is the GPU default), on throughput.py's random
+v2-m3 and text mix, pre-tokenised:
+- model only (best of 3): pairs/s and utilisation of 989 TFLOP/s (H100/H200 dense fp16/bf16), FLOPs counted on real
+  tokens only (throughput.model_flops: linear layers + attention);
+- a profile of one such pass: GPU time by kind of kernel (GEMM, attention, add+LayerNorm, ...), the rate the GEMMs
+  and attention reach inside it, and the utilisation the pass would have if only its GEMMs took time;
+- the layer's four linears alone (QKV, output, up and down projections with their biases, 32,768 tokens): what
+  cuBLAS reaches on these shapes.
 
-    PYTHONPATH=src python benchmarks/ceiling_probe.py --model-dir /tmp/bm/random-v2m3 --json ceiling.json
+    PYTHONPATH=src python benchmarks/utilisation.py --model-dir /tmp/bm/random-v2m3 --json utilisation.json
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import functools
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +28,72 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 import throughput as tp
-from crossrank import Reranker
+from crossrank.core.batching import pack_batches
+from crossrank.core.tokenize import PairEncoder
 from crossrank.model.devices import DTYPES
-from crossrank.runtime.scoring import run_batches
-from fused_probe import gpu_ms, profile, v2m3_model_and_pairs
+from crossrank.testing import build_random_reranker
 
 PEAK_TFLOPS = tp.PEAK_TFLOPS["cuda"]
+
+
+def gpu_ms(fn: Callable[[], Any], reps: int = 20) -> float:
+    """Mean GPU milliseconds of ``fn`` over ``reps`` calls, after three warm-up calls."""
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def kernel_kind(name: str) -> str:
+    """The kind of a CUDA kernel, from its name."""
+    n = name.lower()
+    if "add_layer_norm" in n:
+        return "fused_add_ln"
+    if any(s in n for s in ("flash", "fmha", "cudnn", "attn", "attention", "sdpa")):
+        return "attention"
+    if any(s in n for s in ("gemm", "sm90", "cutlass", "xmma", "nvjet")):
+        return "gemm"
+    if "layer_norm" in n:
+        return "layer_norm"
+    if "gelu" in n:
+        return "gelu"
+    return "copy" if "memcpy" in n or "copy" in n else "other"
+
+
+def profile(fn: Callable[[], Any]) -> dict[str, Any]:
+    """GPU time per kind of kernel for one call of ``fn`` (after a warm-up), and the wall time of that call."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    kinds: dict[str, float] = defaultdict(float)
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            kinds[kernel_kind(ev.name)] += ev.device_time
+    return {"wall_ms": round(1000 * wall, 1), "gpu_busy_ms": round(sum(kinds.values()) / 1000, 1),
+            "by_kind_ms": {k: round(v / 1000, 2) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}}
+
+
+def model_pass(backend: Any, encoded: Sequence[Any], budget: int) -> Callable[[], None]:
+    """One model-only pass over ``encoded`` in crossrank's batches of ``budget`` tokens: every batch queued on the
+    GPU (``forward_device`` where the backend has it), then one wait for all of them."""
+    batches = pack_batches([len(e) for e in encoded], budget, padded=backend.padded)
+    forward = getattr(backend, "forward_device", backend.forward)
+
+    def run() -> None:
+        for batch in batches:
+            forward([encoded[i] for i in batch])
+        torch.cuda.synchronize()
+
+    return run
 
 
 def plain_gemms(dtype: torch.dtype, tokens: int, hidden: int, inner: int) -> dict[str, Any]:
@@ -52,24 +116,25 @@ def plain_gemms(dtype: torch.dtype, tokens: int, hidden: int, inner: int) -> dic
     return out
 
 
-def measure(path: Path, pairs: list[tuple[str, str]], dtype: str, budgets: list[int]) -> dict[str, Any]:
+def measure(path: Path, tokenizer: Any, pairs: list[tuple[str, str]], dtype: str, budgets: list[int]
+            ) -> dict[str, Any]:
     """Model only and its profile at each budget, crossrank's defaults otherwise."""
     arch = tp.SIZES["v2m3"]
     layers, hidden = arch["layers"], arch["hidden"]
-    r = Reranker(str(path), device="cuda", dtype=dtype)
-    encoded = r.encoder.encode(pairs)
+    backend = tp.model_backend(path, "cuda", dtype, "packed")
+    encoded = PairEncoder(tokenizer, max_length=512).encode(pairs)
     lengths = [len(e) for e in encoded]
     flops = tp.model_flops(lengths, layers, hidden)
     gemm_flops = tp.linear_flops(lengths, layers, hidden)
     rows: dict[str, Any] = {}
     for budget in budgets:
-        run = functools.partial(run_batches, r.backend, encoded, budget)
+        run = model_pass(backend, encoded, budget)
         run()
         secs = min(tp.timed("cuda", run)[1] for _ in range(3))
         prof = profile(run)
         kinds = prof["by_kind_ms"]
         gemm_s, attn_s = kinds.get("gemm", 0.0) / 1000, kinds.get("attention", 0.0) / 1000
-        row = {"backend": r.backend.name, "pairs_per_s": round(len(pairs) / secs, 1),
+        row = {"backend": backend.name, "pairs_per_s": round(len(pairs) / secs, 1),
                "utilisation": round(flops / secs / 1e12 / PEAK_TFLOPS, 4), "profile": prof,
                "gemm_tflops_in_model": round(gemm_flops / gemm_s / 1e12, 1),
                "attention_tflops_in_model": round((flops - gemm_flops) / attn_s / 1e12, 1) if attn_s else None,
@@ -83,19 +148,25 @@ def measure(path: Path, pairs: list[tuple[str, str]], dtype: str, budgets: list[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True, help="where throughput.py's random v2-m3 is (built if absent)")
-    ap.add_argument("--pairs", type=int, default=4000)
-    ap.add_argument("--dtypes", default="fp16,bf16")
-    ap.add_argument("--budgets", default="32768,65536")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--pairs", type=int, default=4000, help="pairs of throughput.py's mix")
+    ap.add_argument("--dtypes", default="fp16,bf16", help="comma-separated")
+    ap.add_argument("--budgets", default="32768,65536", help="tokens per batch, comma-separated")
+    ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     arch = tp.SIZES["v2m3"]
     hidden = arch["hidden"]
-    path, _, pairs = v2m3_model_and_pairs(args.model_dir, args.pairs)
+    words, pairs = tp.benchmark_mix(args.pairs)
+    path = Path(args.model_dir)
+    if not (path / "config.json").exists():
+        build_random_reranker(path, tokenizer=tp.build_tokenizer(words), **arch)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "pairs": len(pairs), "runs": {}}
     print(out, flush=True)
     for dtype in args.dtypes.split(","):  # fp16, bf16
-        out["runs"].update(measure(path, pairs, dtype, [int(b) for b in args.budgets.split(",")]))
+        out["runs"].update(measure(path, tokenizer, pairs, dtype, [int(b) for b in args.budgets.split(",")]))
         out[f"plain_gemms_{dtype}_32k"] = plain_gemms(DTYPES[dtype], 32768, hidden, arch["intermediate"])
         print("plain", dtype, out[f"plain_gemms_{dtype}_32k"], flush=True)
         torch.cuda.empty_cache()
