@@ -7,13 +7,13 @@ text in and scores out (tokenisation included). Prints a table and writes JSON.
     PYTHONPATH=src python benchmarks/throughput.py --device cuda --json out.json
     # CPU, small N
     PYTHONPATH=src python benchmarks/throughput.py --device cpu --size minilm --pairs 256 --modes e2e --json cpu.json
-    # CPU against the references, taking turns over 5 rounds (this 2-core VM's speed drifts from minute to minute)
+    # CPU against the references, taking turns over 5 rounds (for a machine whose speed drifts from minute to minute)
     PYTHONPATH=src python benchmarks/throughput.py --device cpu --size minilm --pairs 256 --modes e2e \
         --runners packed,flag,ce32 --repeats 5 --interleave --json cpu.json
 
 Modes (``--modes``, comma separated): e2e (pairs/s, the median of ``--repeats`` timed runs after a 64-pair warm-up, and
 peak memory of every runner, order check; with ``--interleave`` the runners take turns, one timed run each per round,
-which is the fair comparison on a machine whose speed drifts, such as the 2-core CPU VM), model (model-only
+which is the fair comparison on a machine whose speed drifts, such as a shared VM), model (model-only
 utilisation, pre-tokenised), latency (one query, 100 passages of ~256 tokens, median of 50), long (max_length 8192),
 compile (model-only with torch.compile of the post-attention block).
 """
@@ -48,30 +48,9 @@ def emit(result: dict[str, Any], path: str | None) -> None:
     print(text)
 
 
-def add_slice_options(parser: argparse.ArgumentParser) -> None:
-    """``--slice-most``, ``--slice-growth``: crossrank's tokenisation slices (crossrank.reranker.encode_slices)."""
-    parser.add_argument("--slice-most", type=int, default=None, help="reranker.ENCODE_SLICE (pairs in a slice, most)")
-    parser.add_argument("--slice-growth", type=float, default=None, help="reranker.ENCODE_GROWTH")
-    parser.add_argument("--slice-taper", default=None, help="reranker.ENCODE_TAPER, e.g. 128,64,32,16")
-
-
-def apply_slice_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Set the slice schedule from :func:`add_slice_options`' flags; returns the schedule in use."""
-    from crossrank import reranker
-
-    if args.slice_most is not None:
-        reranker.ENCODE_SLICE = args.slice_most
-    if args.slice_growth is not None:
-        reranker.ENCODE_GROWTH = args.slice_growth
-    if args.slice_taper is not None:
-        reranker.ENCODE_TAPER = tuple(int(t) for t in args.slice_taper.split(",") if t)
-    return {"first": reranker.FIRST_ENCODE_SLICE, "most": reranker.ENCODE_SLICE, "growth": reranker.ENCODE_GROWTH,
-            "taper": list(reranker.ENCODE_TAPER)}
-
-
 # ---------------------------------------------------------------- synthetic multilingual text and tokenizer
 
-def _words(rng: random.Random) -> list[str]:
+def pseudo_words(rng: random.Random) -> list[str]:
     """A large pseudo-vocabulary in several scripts, so a ~32k Unigram vocabulary is actually used."""
     scripts = [
         ("bcdfghjklmnprstvwz", "aeiou"),            # Latin
@@ -87,7 +66,7 @@ def _words(rng: random.Random) -> list[str]:
     return words
 
 
-def _sentence(rng: random.Random, words: Sequence[str], n: int) -> str:
+def random_sentence(rng: random.Random, words: Sequence[str], n: int) -> str:
     return " ".join(rng.choice(words) for _ in range(n))
 
 
@@ -100,7 +79,7 @@ def build_tokenizer(words: Sequence[str], vocab: int = 32000) -> Any:
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(vocab_size=vocab, special_tokens=specials, unk_token="<unk>", show_progress=False)
-    tok.train_from_iterator((_sentence(rng, words, 30) for _ in range(30000)), trainer=trainer)
+    tok.train_from_iterator((random_sentence(rng, words, 30) for _ in range(30000)), trainer=trainer)
     pieces = [(p, float(s)) for p, s in json.loads(tok.to_str())["model"]["vocab"]]
     return XLMRobertaTokenizer(vocab=pieces, model_max_length=8192)
 
@@ -109,7 +88,7 @@ def benchmark_mix(n: int, per_query: int = 100) -> tuple[list[str], list[tuple[s
     """The benchmark's words and ``n`` pairs of its mix (``per_query`` passages a query, median 75 words, at most 400):
     the same texts in every script that measures "the benchmark's mix"."""
     rng = random.Random(0)
-    words = _words(rng)
+    words = pseudo_words(rng)
     return words, make_pairs(rng, words, max(1, n // per_query), per_query, 75, 0.6, 400)
 
 
@@ -118,10 +97,10 @@ def make_pairs(rng: random.Random, words: Sequence[str], queries: int, per_query
     """Passage word counts log-normal around ``median_words``; a query shared by ``per_query`` passages."""
     pairs = []
     for _ in range(queries):
-        q = _sentence(rng, words, rng.randint(4, 16))
+        q = random_sentence(rng, words, rng.randint(4, 16))
         for _ in range(per_query):
             n = min(max_words, max(5, int(rng.lognormvariate(math.log(median_words), sigma))))
-            pairs.append((q, _sentence(rng, words, n)))
+            pairs.append((q, random_sentence(rng, words, n)))
     return pairs
 
 
@@ -183,20 +162,28 @@ def order_check(scores: Sequence[float], ref: Sequence[float], per_query: int) -
 
 # ---------------------------------------------------------------- runners
 
-def crossrank_runner(path: Path, device: str, dtype: str, backend: str, budget: int, max_length: int = 512,
-                     compile: bool = False) -> Any:
-    """``backend`` "packed-eager": the packed backend without CUDA graphs (every kernel launched from Python)."""
+def crossrank_runner(path: Path, device: str, dtype: str, backend: str, budget: int, max_length: int = 512) -> Any:
+    """crossrank's library API over the model at ``path``: text in, scores out."""
     from crossrank import Reranker
 
-    eager = backend == "packed-eager"
-    r = Reranker(str(path), device=device, dtype=dtype, backend="packed" if eager else backend,
-                 max_batch_tokens=budget, max_length=max_length)
-    if compile or eager:
-        from crossrank.backends.packed import PackedBackend
+    return Reranker(str(path), device=device, dtype=dtype, backend=backend, max_batch_tokens=budget,
+                    max_length=max_length)
 
-        r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, compile=compile,
-                                  graphs=False if eager else None)
-    return r
+
+def model_backend(path: Path, device: str, dtype: str, backend: str, compile: bool = False) -> Any:
+    """The network alone, as crossrank runs it (``backend``: packed or padded), for model-only timings of
+    pre-tokenised batches; ``compile``: the packed backend with torch.compile of its post-attention block."""
+    from crossrank.backends.base import create_backend
+    from crossrank.backends.packed import PackedBackend
+    from crossrank.model.devices import resolve_dtype
+    from crossrank.model.loading import load_model
+
+    where = torch.device(device)
+    kind = resolve_dtype(dtype, where)
+    tokenizer, model = load_model(path, str(path), dtype=kind, device=where)
+    if compile:
+        return PackedBackend(model, device=where, dtype=kind, compile=True)
+    return create_backend(backend, model, pad_token_id=tokenizer.pad_token_id or 0, device=where, dtype=kind)
 
 
 def main() -> None:
@@ -206,8 +193,10 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, help="fp16 on GPU, fp32 on CPU by default")
     ap.add_argument("--pairs", type=int, default=None, help="4000 on GPU, 256 on CPU by default")
     ap.add_argument("--per-query", type=int, default=100)
-    ap.add_argument("--modes", default="e2e,model,latency,long,compile")
-    ap.add_argument("--runners", default="packed,padded,flag,ce32,ce128")
+    ap.add_argument("--modes", default="e2e,model,latency,long,compile", help="what to measure (see above)")
+    ap.add_argument("--runners", default="packed,padded,flag,ce32,ce128",
+                    help="crossrank's packed or padded backend; flag: FlagReranker; ceN: CrossEncoder, batch N; "
+                         "ref32: crossrank's padded backend in fp32 (a precision reference)")
     ap.add_argument("--budget", type=int, default=0,
                     help="crossrank max_batch_tokens; 0: crossrank's default for the device")
     ap.add_argument("--repeats", type=int, default=None,
@@ -216,10 +205,8 @@ def main() -> None:
     ap.add_argument("--model-dir", default=None, help="reuse a model built earlier")
     ap.add_argument("--interleave", action="store_true",
                     help="e2e: load every runner first, then time one run of each per round (--repeats rounds)")
-    add_slice_options(ap)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    slices = apply_slice_options(args)
     dev = args.device
     size = args.size or ("v2m3" if dev == "cuda" else "minilm")
     dtype = args.dtype or ("fp16" if dev == "cuda" else "fp32")
@@ -232,7 +219,7 @@ def main() -> None:
     args.budget = args.budget or default_batch_tokens(torch.device(dev))
     result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                               "torch": torch.__version__, "size": size, "arch": arch, "dtype": dtype,
-                              "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget, "slices": slices,
+                              "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget,
                               "interleave": args.interleave}
     try:
         import transformers
@@ -274,7 +261,7 @@ def main() -> None:
 
     def e2e_call(name: str, warm: Sequence[tuple[str, str]]) -> Callable[[], list[float]]:
         """Runner ``name`` loaded and warmed up on ``warm``: a call that scores the benchmark's pairs (logits)."""
-        if name in ("packed", "packed-eager", "padded", "ref32"):
+        if name in ("packed", "padded", "ref32"):
             # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
             r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
                                  "padded" if name == "ref32" else name, args.budget)
@@ -347,16 +334,16 @@ def main() -> None:
             return {"error": repr(exc)[:400]}
 
     def model_only(backend_name: str, encoded: Sequence[Any], budget: int, compile: bool = False,
-                   max_length: int = 512, max_batch_size: int | None = None, repeat: int = 2) -> dict[str, Any]:
+                   max_batch_size: int | None = None, repeat: int = 2) -> dict[str, Any]:
         """Pre-tokenised model compute only, through crossrank's own batching (or fixed-size padded batches)."""
         from crossrank.core.batching import pack_batches
 
-        r = crossrank_runner(path, dev, dtype, backend_name, budget, max_length, compile)
+        backend = model_backend(path, dev, dtype, backend_name, compile)
         lengths = [len(e) for e in encoded]
-        batches = pack_batches(lengths, budget, padded=r.backend.padded, max_batch_size=max_batch_size)
+        batches = pack_batches(lengths, budget, padded=backend.padded, max_batch_size=max_batch_size)
 
         def run() -> list[torch.Tensor]:
-            return [r.backend.forward([encoded[i] for i in b]) for b in batches]
+            return [backend.forward([encoded[i] for i in b]) for b in batches]
 
         peak_reset(dev)
         t0 = time.perf_counter()
@@ -381,9 +368,6 @@ def main() -> None:
             for budget in (args.budget, 2 * args.budget):
                 mo[f"packed_{budget}"] = model_only("packed", encoded, budget)
                 print("model", f"packed_{budget}", mo[f"packed_{budget}"], flush=True)
-            if "packed-eager" in runners:
-                mo["packed_eager"] = model_only("packed-eager", encoded, args.budget)
-                print("model packed_eager", mo["packed_eager"], flush=True)
             mo["padded"] = model_only("padded", encoded, args.budget)
             print("model padded", mo["padded"], flush=True)
         if "compile" in modes:
@@ -397,7 +381,7 @@ def main() -> None:
         lat_lens = [len(x) for x in tokenizer([query] * 100, passages, truncation="only_second",
                                               max_length=512)["input_ids"]]
         lat: dict[str, Any] = {"median_tokens": statistics.median(lat_lens)}
-        for name in [x for x in runners if x in ("packed", "packed-eager", "padded", "flag")]:
+        for name in [x for x in runners if x in ("packed", "padded", "flag")]:
             if name == "flag":
                 from FlagEmbedding import FlagReranker
 
@@ -424,12 +408,12 @@ def main() -> None:
         long_lens = [len(e) for e in encoded]
         lg: dict[str, Any] = {"pairs": len(encoded), "mean_tokens": round(statistics.mean(long_lens), 1),
                               "max_tokens": max(long_lens)}
-        lg["packed"] = safe(lambda: model_only("packed", encoded, 65536, max_length=8192, repeat=1))
+        lg["packed"] = safe(lambda: model_only("packed", encoded, 65536, repeat=1))
         print("long packed", lg["packed"], flush=True)
-        lg["padded_64k"] = safe(lambda: model_only("padded", encoded, 65536, max_length=8192, repeat=1))
+        lg["padded_64k"] = safe(lambda: model_only("padded", encoded, 65536, repeat=1))
         print("long padded_64k", lg["padded_64k"], flush=True)
-        lg["flag_like_batch128"] = safe(lambda: model_only("padded", encoded, 10**9, max_length=8192,
-                                                            max_batch_size=128, repeat=1))
+        lg["flag_like_batch128"] = safe(lambda: model_only("padded", encoded, 10**9, max_batch_size=128,
+                                                            repeat=1))
         print("long flag_like", lg["flag_like_batch128"], flush=True)
         r = crossrank_runner(path, dev, dtype, "packed", 65536, max_length=8192)
         r.score(long_pairs[:8], normalize=False)
