@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
 import torch
 
@@ -17,7 +19,7 @@ from crossrank.backends.base import Backend, create_backend
 from crossrank.core.errors import DeviceError
 from crossrank.core.inputs import check_pairs, check_passages, check_query, check_top_k
 from crossrank.core.ranking import RerankResult, aggregate_chunks, finalize, rank
-from crossrank.core.settings import DEFAULT_MODEL, ModelSettings
+from crossrank.core.settings import DEFAULT_MODEL, BackendName, Dtype, LongPassages, ModelSettings
 from crossrank.core.tokenize import EncodedPair, PairEncoder
 from crossrank.model.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
 from crossrank.model.loading import ResolvedModel, load_model, load_tokenizer, resolve_model
@@ -94,6 +96,15 @@ def _checked_mode(long_passages: str) -> str:
     return long_passages
 
 
+def _dtype_from_fp16(dtype: Dtype, use_fp16: bool | None) -> Dtype:
+    """FlagReranker's ``use_fp16``: True is fp16 on a GPU and fp32 on the CPU (``auto``), False is fp32."""
+    if use_fp16 is None:
+        return dtype
+    if dtype != "auto":
+        raise ValueError(f"give dtype={dtype!r} or use_fp16={use_fp16!r}, not both")
+    return "auto" if use_fp16 else "fp32"
+
+
 def _slice_progress(progress: ProgressCallback, offset: int, size: int, total: int) -> ProgressCallback:
     """Report a slice's sequences scored as pairs done out of the whole call's pairs."""
     return lambda done, of: progress(offset + done * size // max(of, 1), total)
@@ -129,18 +140,20 @@ class Reranker:
         model: str = DEFAULT_MODEL,
         *,
         device: str = "auto",
-        dtype: str = "auto",
+        dtype: Dtype = "auto",
         max_length: int = 512,
         query_max_length: int | None = None,
         max_batch_tokens: int = 0,
-        backend: str = "auto",
-        long_passages: str = "truncate",
+        backend: BackendName = "auto",
+        long_passages: LongPassages = "truncate",
         chunk_overlap: int = 32,
         models_dir: str = "models",
         devices: str | Sequence[str | torch.device] | None = None,
         tokenizer_processes: int | None = None,
         workers: str = "auto",
+        use_fp16: bool | None = None,
     ) -> None:
+        dtype = _dtype_from_fp16(dtype, use_fp16)
         _checked_mode(long_passages)
         if workers not in WORKER_KINDS:
             raise ValueError(f"workers must be one of {WORKER_KINDS}, not {workers!r}")
@@ -175,6 +188,9 @@ class Reranker:
         self.encoder = PairEncoder(
             self.tokenizer, max_length=max_length, query_max_length=query_max_length, model_max_length=limit
         )
+        self.model_max_length: int | None = limit
+        self._query_max_length_given = query_max_length  # per-call encoders default as FlagReranker does
+        self._call_encoders: dict[int, PairEncoder] = {}
         pad = self.tokenizer.pad_token_id or 0
         self.backend: Backend | None = None
         if self.model is not None:
@@ -198,9 +214,9 @@ class Reranker:
             except Exception as exc:
                 log.warning("tokenising in this process: the tokenizer processes did not start (%s)", exc)
         self.settings = ModelSettings(
-            model=model, device=str(self.device), dtype=dtype_name(self.dtype), max_length=max_length,
+            model=model, device=str(self.device), dtype=cast(Dtype, dtype_name(self.dtype)), max_length=max_length,
             query_max_length=self.encoder.query_max_length, max_batch_tokens=max_batch_tokens,
-            backend=self.backend.name if self.backend else backend, long_passages=long_passages,
+            backend=cast(BackendName, self.backend.name if self.backend else backend), long_passages=long_passages,
             chunk_overlap=chunk_overlap, models_dir=models_dir,
             devices=",".join(str(d) for d in targets) if len(targets) > 1 else "",
         )
@@ -212,7 +228,7 @@ class Reranker:
                 if self.tokenizer_pool is not None:
                     self.tokenizer_pool.close()
                 raise
-            self.settings = dataclasses.replace(self.settings, backend=self.processes.backend)
+            self.settings = dataclasses.replace(self.settings, backend=cast(BackendName, self.processes.backend))
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
@@ -346,28 +362,118 @@ class Reranker:
         return start_batches(self.backend, encoded, self.settings.max_batch_tokens, progress)
 
     def score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, long_passages: str | None = None,
-              progress: ProgressCallback | None = None) -> list[float]:
-        """One score per (query, passage) pair, in input order; sigmoid-normalised to [0, 1] unless told not to."""
+              progress: ProgressCallback | None = None, max_length: int | None = None,
+              max_batch_tokens: int | None = None) -> list[float]:
+        """One score per (query, passage) pair, in input order; sigmoid-normalised to [0, 1] unless told not to.
+
+        ``max_length`` and ``max_batch_tokens`` apply to this call only (one device): pairs are cut at
+        ``max_length`` tokens as FlagReranker cuts them, batches hold at most ``max_batch_tokens``.
+        """
         checked = check_pairs(pairs)
-        raw, _ = self._raw_scores(checked, long_passages, progress)
+        raw, _ = self._for_call(max_length, max_batch_tokens)._raw_scores(checked, long_passages, progress)
         return finalize(raw, normalize)
 
-    def compute_score(self, sentence_pairs: Any, normalize: bool = False, **_: Any) -> list[float]:
+    def compute_score(self, sentence_pairs: Any, *, batch_size: int | None = None, max_length: int | None = None,
+                      normalize: bool = False) -> list[float]:
         """FlagReranker-compatible: ``compute_score([q, p])`` or ``compute_score([[q, p], ...])`` → list of floats.
 
-        Raw logits by default, as FlagReranker; ``normalize=True`` applies the sigmoid. Extra FlagReranker keyword
-        arguments (``batch_size``…) are accepted and ignored: batching here is by token budget.
+        Raw logits by default, as FlagReranker; ``normalize=True`` applies the sigmoid. ``max_length`` cuts the pairs
+        of this call as FlagReranker does; ``batch_size`` caps a batch at that many pairs of ``max_length`` tokens
+        (batches are packed by tokens here, never larger than the Reranker's own budget). Any other keyword is a
+        TypeError, so a misspelt one does not pass silently.
         """
-        return self.score(sentence_pairs, normalize=normalize)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        budget = None
+        if batch_size is not None:
+            budget = min(self.settings.max_batch_tokens, batch_size * (max_length or self.max_length))
+        return self.score(sentence_pairs, normalize=normalize, max_length=max_length, max_batch_tokens=budget)
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
-               long_passages: str | None = None, progress: ProgressCallback | None = None) -> list[RerankResult]:
-        """Rank ``passages`` against ``query``, best first; an empty list of passages gives an empty result."""
+               long_passages: str | None = None, progress: ProgressCallback | None = None,
+               max_length: int | None = None, max_batch_tokens: int | None = None) -> list[RerankResult]:
+        """Rank ``passages`` against ``query``, best first; an empty list of passages gives an empty result.
+        ``max_length`` and ``max_batch_tokens`` apply to this call only, as in :meth:`score`."""
         check_query(query)
         texts = check_passages(passages)
         check_top_k(top_k)
-        raw, chunks = self._raw_scores([(query, p) for p in texts], long_passages, progress)
+        view = self._for_call(max_length, max_batch_tokens)
+        raw, chunks = view._raw_scores([(query, p) for p in texts], long_passages, progress)
         return rank(raw, texts, chunks, top_k)
+
+    def predict(self, sentences: Any, *, batch_size: int | None = None, show_progress_bar: bool | None = None,
+                convert_to_numpy: bool = True, convert_to_tensor: bool = False) -> Any:
+        """sentence-transformers ``CrossEncoder.predict``: sigmoid scores of ``[q, p]`` pairs as a float32 array
+        (a tensor with ``convert_to_tensor``, a list with ``convert_to_numpy=False``); one pair gives one score.
+        ``show_progress_bar`` is accepted for compatibility; the library never prints."""
+        del show_progress_bar
+        single = isinstance(sentences, (list, tuple)) and len(sentences) == 2 and isinstance(sentences[0], str)
+        pairs = [tuple(sentences)] if single else sentences
+        budget = None if batch_size is None else min(self.settings.max_batch_tokens, batch_size * self.max_length)
+        scores = self.score(pairs, max_batch_tokens=budget)
+        if convert_to_tensor:
+            values: Any = torch.tensor(scores, dtype=torch.float32)
+        elif convert_to_numpy:
+            import numpy as np
+
+            values = np.asarray(scores, dtype=np.float32)
+        else:
+            values = scores
+        return values[0] if single else values
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, *,
+             return_documents: bool = False, doc_ids: Sequence[Any] | None = None,
+             batch_size: int | None = None, show_progress_bar: bool | None = None) -> list[dict[str, Any]]:
+        """sentence-transformers ``CrossEncoder.rank``: ``[{"corpus_id": i, "score": s}, ...]`` best first, with
+        ``"text"`` when ``return_documents``, and ``"id"`` (the caller's id of each document) when ``doc_ids``."""
+        del show_progress_bar
+        if doc_ids is not None and len(doc_ids) != len(documents):
+            raise ValueError(f"doc_ids has {len(doc_ids)} ids for {len(documents)} documents")
+        budget = None if batch_size is None else min(self.settings.max_batch_tokens, batch_size * self.max_length)
+        ranked = []
+        for r in self.rerank(query, documents, top_k, max_batch_tokens=budget):
+            entry: dict[str, Any] = {"corpus_id": r.index, "score": r.score}
+            if doc_ids is not None:
+                entry["id"] = doc_ids[r.index]
+            if return_documents:
+                entry["text"] = r.text
+            ranked.append(entry)
+        return ranked
+
+    def _for_call(self, max_length: int | None, max_batch_tokens: int | None) -> Reranker:
+        """This reranker, or a view of it for one call that cuts pairs at ``max_length`` and batches at most
+        ``max_batch_tokens``: the view shares the model and workers, and nothing of this object changes, so
+        concurrent calls with other values do not see each other's."""
+        if max_length is None and max_batch_tokens is None:
+            return self
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be at least 1")
+        if self.processes is not None or self.tokenizer_pool is not None:
+            raise ValueError("per-call max_length and batch sizes apply on one device; with several, give them to "
+                             "Reranker(...)")
+        view = copy.copy(self)
+        if max_length is not None and max_length != self.max_length:
+            view.encoder = self._encoder_for(max_length)
+        view.settings = dataclasses.replace(
+            self.settings, max_length=view.encoder.max_length, query_max_length=view.encoder.query_max_length,
+            max_batch_tokens=max_batch_tokens or self.settings.max_batch_tokens)
+        return view
+
+    def _encoder_for(self, max_length: int) -> PairEncoder:
+        """A pair encoder for ``max_length`` tokens (kept for the next call with the same length)."""
+        encoder = self._call_encoders.get(max_length)
+        if encoder is None:
+            encoder = PairEncoder(self.tokenizer, max_length=max_length, query_max_length=self._query_max_length_given,
+                                  model_max_length=self.model_max_length)
+            self._call_encoders[max_length] = encoder
+        return encoder
+
+    def __enter__(self) -> Reranker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Reranker({self.model_name!r}, device={str(self.device)!r}, dtype={dtype_name(self.dtype)!r})"

@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 import crossrank
 from crossrank import Reranker
 from crossrank.cli import app as cli
+from crossrank.cli import commands, console
 from crossrank.model.devices import dtype_name, resolve_device, resolve_dtype
 
 SRC = Path(crossrank.__file__).resolve().parents[1]
@@ -242,13 +243,13 @@ def test_many_passages_drive_the_progress_bar(tiny_model_dir: Path, tmp_path: Pa
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     updates: list[tuple[float | None, float | None]] = []
 
-    class SpyProgress(cli.Progress):
+    class SpyProgress(console.Progress):
         def update(self, task_id, *, completed=None, total=None, **kwargs):  # type: ignore[no-untyped-def]
             updates.append((completed, total))
             super().update(task_id, completed=completed, total=total, **kwargs)
 
-    monkeypatch.setattr(cli, "Progress", SpyProgress)
-    n = cli.PROGRESS_MIN_PAIRS + 6
+    monkeypatch.setattr(console, "Progress", SpyProgress)
+    n = console.PROGRESS_MIN_PAIRS + 6
     path = tmp_path / "many.txt"
     path.write_text("\n".join(f"passage number {i} about coffee and trains" for i in range(n)), encoding="utf-8")
     result = invoke(*rerank_args(tiny_model_dir, str(path), "--format", "jsonl", "--max-batch-tokens", "256"))
@@ -260,11 +261,11 @@ def test_many_passages_drive_the_progress_bar(tiny_model_dir: Path, tmp_path: Pa
 
 
 def test_few_passages_get_no_progress_bar() -> None:
-    with cli.progress_bar(cli.PROGRESS_MIN_PAIRS - 1, "scoring") as progress:
+    with console.progress_bar(console.PROGRESS_MIN_PAIRS - 1, "scoring") as progress:
         assert progress is None
-    with cli.progress_bar(cli.PROGRESS_MIN_PAIRS, "scoring") as progress:
+    with console.progress_bar(console.PROGRESS_MIN_PAIRS, "scoring") as progress:
         assert callable(progress)
-        progress(1, cli.PROGRESS_MIN_PAIRS)
+        progress(1, console.PROGRESS_MIN_PAIRS)
 
 
 # --- demo and check --------------------------------------------------------------------------------------------------
@@ -274,11 +275,11 @@ def test_demo_prints_every_case_and_the_device(tiny_model_dir: Path) -> None:
     result = invoke("demo", "--model", str(tiny_model_dir))
     assert result.exit_code == 0, result.output
     output = flat(result.stdout)
-    for case in cli.demo_cases():
+    for case in commands.demo_cases():
         assert f"{case['name']}:" in output
     device = resolve_device("auto")
     assert f"on {device} / {dtype_name(resolve_dtype('auto', device))}" in output
-    assert len(cli.demo_cases()) >= 2
+    assert len(commands.demo_cases()) >= 2
 
 
 def test_check_passes_on_the_tiny_model(tiny_model_dir: Path) -> None:

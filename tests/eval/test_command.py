@@ -80,8 +80,9 @@ def test_options_read_crossrank_environment_variables(toy_dir: Path, tiny_model_
     assert report["top_k"] == 2 and report["metrics"] == ["mrr@10"]
 
 
-def test_unknown_dataset_fails_with_where_it_looked(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", "no-such-set", "--data-dir", str(tmp_path / "cache")],
+def test_unknown_dataset_fails_with_where_it_looked(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = runner.invoke(app, ["eval", "no-such-set", "--data-dir", str(tmp_path / "cache"), "--model",
+                                 str(tiny_model_dir)],
                            env={"CROSSRANK_BEIR_URL": tmp_path.as_uri() + "/{name}.zip"})
     assert result.exit_code != 0
     assert "no-such-set" in result.output and "cache" in result.output
