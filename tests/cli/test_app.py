@@ -350,3 +350,74 @@ def test_subprocess_check_offline_without_the_model(tmp_path: Path) -> None:
     assert str(tmp_path / "hf-home" / "hub") in output  # HF_HOME honoured
     assert "./models/bge-reranker-v2-m3" in output
     assert "Traceback" not in proc.stderr
+
+
+# --- user mistakes: one line, non-zero, no traceback -------------------------------------------------------------
+
+
+def one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_rerank_dev_null_is_read_not_refused(tiny_model_dir: Path) -> None:
+    result = invoke(*rerank_args(tiny_model_dir, os.devnull, "--format", "json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+
+
+def test_rerank_jsonl_ids_reach_the_output(tiny_model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "passages.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": p}, ensure_ascii=False) + "\n"
+                            for i, p in enumerate(PASSAGES)), encoding="utf-8")
+    result = invoke(*rerank_args(tiny_model_dir, str(path), "--format", "jsonl"))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(row["id"] == f"d{row['index']}" for row in rows)
+
+
+def test_rerank_to_a_folder_is_refused_before_the_model_loads(tmp_path: Path, passages_file: Path) -> None:
+    line = one_error_line(invoke("rerank", "-q", "x", "-p", str(passages_file), "-o", str(tmp_path),
+                                 "-m", "nowhere-org/nowhere-model"))
+    assert f"--output {tmp_path} is a folder" in line
+
+
+def test_file_names_and_install_hints_keep_their_brackets(tiny_model_dir: Path) -> None:
+    line = one_error_line(invoke(*rerank_args(tiny_model_dir, "missing[1].txt")))
+    assert "passages file 'missing[1].txt' does not exist" in line
+    app = typer.Typer()
+
+    @app.command()
+    def needs_extra() -> None:
+        with console.friendly_errors():
+            raise ImportError("crossrank eval needs ranx: pip install 'crossrank[eval]'")
+
+    result = CliRunner().invoke(app, [])
+    assert "pip install 'crossrank[eval]'" in one_error_line(result)
+
+
+def test_a_missing_local_model_folder_is_not_sent_to_the_hub(passages_file: Path) -> None:
+    result = invoke("rerank", "-q", "x", "-p", str(passages_file), "-m", "/nonexistent/model")
+    assert "model folder /nonexistent/model does not exist" in one_error_line(result)
+    assert "hf download" not in result.output
+
+
+def test_the_download_command_is_never_wrapped_mid_line(passages_file: Path) -> None:
+    result = invoke("rerank", "-q", "x", "-p", str(passages_file), "-m", "nowhere-org/a-rather-long-model-name")
+    [line] = [line for line in result.stderr.splitlines() if "hf download" in line]
+    assert "`hf download nowhere-org/a-rather-long-model-name --local-dir models/a-rather-long-model-name`" in line
+
+
+def test_ctrl_c_is_exit_130_without_a_traceback() -> None:
+    with pytest.raises(typer.Exit) as stopped, console.friendly_errors():
+        raise KeyboardInterrupt
+    assert stopped.value.exit_code == 130
+
+
+def test_serve_with_ray_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray.serve", None)  # as where Ray is not installed
+    result = invoke("serve", "--ray", "--model", "nowhere")
+    assert "pip install 'crossrank[ray]'" in one_error_line(result)
