@@ -73,8 +73,8 @@ def bert_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_auto_picks_packed_for_xlmr(tiny_model_dir: Path) -> None:
     r = Reranker(str(tiny_model_dir), device="cpu")
-    assert r.backend.name == "packed"
-    assert r.backend.padded is False
+    assert r.runtime.backend.name == "packed"
+    assert r.runtime.backend.padded is False
 
 
 def test_packed_equals_padded_and_flagreranker(model_dir: Path) -> None:
@@ -113,8 +113,8 @@ def test_one_batch_matches_each_sequence_alone(tiny_model_dir: Path) -> None:
     """Packing must not leak attention between sequences: a batch equals each sequence run by itself."""
     r = Reranker(str(tiny_model_dir), device="cpu", backend="packed")
     encoded = r.encode(_pairs(9, seed=5))
-    together = r.backend.forward(encoded)
-    alone = torch.cat([r.backend.forward([e]) for e in encoded])
+    together = r.runtime.backend.forward(encoded)
+    alone = torch.cat([r.runtime.backend.forward([e]) for e in encoded])
     assert together.dtype == torch.float32 and together.shape == (len(encoded),)
     torch.testing.assert_close(together, alone, rtol=0, atol=TOL)
 
@@ -124,7 +124,7 @@ def test_bert_with_token_types(bert_model_dir: Path) -> None:
 
     pairs = _pairs(30, seed=6)
     packed = Reranker(str(bert_model_dir), device="cpu", max_length=128)
-    assert packed.backend.name == "packed"
+    assert packed.runtime.backend.name == "packed"
     assert packed.encode(pairs[:1])[0].token_type_ids is not None
     ref = FlagReranker(str(bert_model_dir), use_fp16=False, devices="cpu", max_length=128).compute_score(pairs)
     padded = Reranker(str(bert_model_dir), device="cpu", max_length=128, backend="padded").compute_score(pairs)
@@ -145,7 +145,8 @@ def test_unknown_architecture_falls_back_to_padded() -> None:
 
 def test_varlen_attention_refused_on_cpu(tiny_reranker: Reranker) -> None:
     with pytest.raises(ValueError, match="CUDA"):
-        PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, attention="varlen")
+        PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32,
+                      attention="varlen")
 
 
 def _ops_run(fn: Callable[[], object]) -> set[str]:
@@ -159,7 +160,7 @@ def _ops_run(fn: Callable[[], object]) -> set[str]:
 
 def test_cpu_attention_uses_the_fused_kernel(tiny_reranker: Reranker) -> None:
     """SDPA given 3-D inputs silently falls back to the unfused math kernel on CPU (~7x slower): keep it 4-D."""
-    backend = PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32)
+    backend = PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32)
     encoded = tiny_reranker.encode(_pairs(4, seed=7))
     ops = _ops_run(lambda: backend.forward(encoded))
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
@@ -194,10 +195,11 @@ def test_gemm_epilogue_only_in_half_precision_on_cuda(tiny_reranker: Reranker) -
     assert gemm_epilogue("gelu", torch.device("cpu"), torch.bfloat16) is None
     assert gemm_epilogue("gelu", torch.device("cuda"), torch.float32) is None
     assert gemm_epilogue("silu", torch.device("cuda"), torch.float16) is None
-    backend = PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32)
+    backend = PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32)
     assert backend.up is None
     with pytest.raises(ValueError, match="epilogue=True needs a CUDA device"):
-        PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, epilogue=True)
+        PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32,
+                      epilogue=True)
 
 
 def test_post_attention_uses_the_fused_up_projection_where_given() -> None:
@@ -281,10 +283,10 @@ def test_graph_bucket_holds_the_batch_and_its_attention_work(tokens: int, sequen
 
 
 def test_graph_inputs_are_padded_with_empty_sequences_and_no_work(tiny_reranker: Reranker) -> None:
-    backend = PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32)
+    backend = PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32)
     assert backend.graphs is False  # CPU: no CUDA graphs
     with pytest.raises(ValueError, match="graphs=True needs"):
-        PackedBackend(tiny_reranker.model, device=torch.device("cpu"), dtype=torch.float32, graphs=True)
+        PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32, graphs=True)
     encoded = tiny_reranker.encode(_pairs(5, seed=3))
     lengths = [len(e) for e in encoded]
     exact = backend._inputs(encoded)

@@ -17,7 +17,15 @@ import pytest
 import torch
 
 from crossrank import Reranker
+from crossrank.backends.packed import PackedBackend
+from crossrank.runtime.device import DeviceRuntime
 from crossrank.testing import generated_sentences
+
+
+def use_packed(r: Reranker, **options: object) -> None:
+    """Score ``r`` from now on through a packed backend built with ``options``, on the same model."""
+    r.runtime = DeviceRuntime(PackedBackend(r.runtime.backend.model, device=r.device, dtype=r.dtype, **options),
+                              r.settings.max_batch_tokens)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -48,10 +56,10 @@ def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, referenc
                                                    fuse: bool) -> None:
     packed = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
     padded = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="padded")
-    assert packed.backend.name == "packed"
-    assert getattr(packed.backend, "attention_kind", None) in ("triton", "varlen", "flash_attn")
-    assert getattr(packed.backend, "fuse", None) is True  # the Triton kernels are the default on CUDA
-    packed.backend.fuse = fuse  # type: ignore[attr-defined]
+    assert packed.runtime.backend.name == "packed"
+    assert getattr(packed.runtime.backend, "attention_kind", None) in ("triton", "varlen", "flash_attn")
+    assert getattr(packed.runtime.backend, "fuse", None) is True  # the Triton kernels are the default on CUDA
+    packed.runtime.backend.fuse = fuse  # type: ignore[attr-defined]
     for seed in range(3):
         query, passages = _rerank_inputs(seed)
         pairs = [(query, p) for p in passages]
@@ -72,13 +80,12 @@ def test_half_precision_packed_matches_fp32_padded(mid_model_dir: Path, referenc
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_gemm_epilogue_is_the_default_and_as_accurate_as_the_gelu_pass(mid_model_dir: Path, reference: Reranker,
                                                                        dtype: str) -> None:
-    from crossrank.backends.packed import PackedBackend
 
     fast = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
-    assert getattr(fast.backend, "up", None) is not None
+    assert getattr(fast.runtime.backend, "up", None) is not None
     exact = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed")
-    exact.backend = PackedBackend(exact.model, device=exact.device, dtype=exact.dtype, epilogue=False)
-    assert exact.backend.up is None
+    use_packed(exact, epilogue=False)
+    assert exact.runtime.backend.up is None
     for seed in (8, 9):
         query, passages = _rerank_inputs(seed)
         pairs = [(query, p) for p in passages]
@@ -134,10 +141,9 @@ def test_long_inputs_8192(tmp_path: Path, tokenizer_for_tests) -> None:  # type:
 
 
 def test_compiled_post_attention_matches(mid_model_dir: Path, reference: Reranker) -> None:
-    from crossrank.backends.packed import PackedBackend
 
     r = Reranker(str(mid_model_dir), device="cuda", dtype="bf16", backend="packed")
-    r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, compile=True)
+    use_packed(r, compile=True)
     query, passages = _rerank_inputs(11)
     pairs = [(query, p) for p in passages]
     padded = Reranker(str(mid_model_dir), device="cuda", dtype="bf16", backend="padded")
@@ -149,10 +155,9 @@ def test_compiled_post_attention_matches(mid_model_dir: Path, reference: Reranke
 
 @pytest.mark.parametrize("attention", ["triton", "varlen"])
 def test_each_attention_kernel_matches(mid_model_dir: Path, reference: Reranker, attention: str) -> None:
-    from crossrank.backends.packed import PackedBackend
 
     r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed")
-    r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, attention=attention)
+    use_packed(r, attention=attention)
     padded = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="padded")
     for seed in (3, 4):
         query, passages = _rerank_inputs(seed)
@@ -168,16 +173,15 @@ def test_a_model_on_the_second_gpu_works_from_the_main_thread(mid_model_dir: Pat
     # The main thread's current device stays cuda:0; the Triton kernels must still run on cuda:1.
     first = Reranker(str(mid_model_dir), device="cuda:0", dtype="fp16")
     second = Reranker(str(mid_model_dir), device="cuda:1", dtype="fp16")
-    assert torch.cuda.current_device() == 0 and getattr(second.backend, "fuse", None) is True
+    assert torch.cuda.current_device() == 0 and getattr(second.runtime.backend, "fuse", None) is True
     query, passages = _rerank_inputs(5)
     pairs = [(query, p) for p in passages]
     assert second.score(pairs, normalize=False) == first.score(pairs, normalize=False)
 
 
 def _graphs_off(r: Reranker) -> Reranker:
-    from crossrank.backends.packed import PackedBackend
 
-    r.backend = PackedBackend(r.model, device=r.device, dtype=r.dtype, graphs=False)
+    use_packed(r, graphs=False)
     return r
 
 
@@ -187,7 +191,7 @@ def test_cuda_graphs_are_the_default_and_score_as_the_ops_do(mid_model_dir: Path
     graphed = Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed", max_batch_tokens=4096)
     eager = _graphs_off(Reranker(str(mid_model_dir), device="cuda", dtype=dtype, backend="packed",
                                  max_batch_tokens=4096))
-    assert getattr(graphed.backend, "graphs", None) is True and eager.backend.graphs is False
+    assert getattr(graphed.runtime.backend, "graphs", None) is True and eager.runtime.backend.graphs is False
     for seed in (12, 13):
         query, passages = _rerank_inputs(seed, n=150)
         pairs = [(query, p) for p in passages]
@@ -196,7 +200,7 @@ def test_cuda_graphs_are_the_default_and_score_as_the_ops_do(mid_model_dir: Path
         ref = reference.score(pairs, normalize=False)
         eager_err = _max_diff(eager.score(pairs, normalize=False), ref)
         assert _max_diff(got, ref) < max(2e-2, 1.5 * eager_err)
-    shapes = graphed.backend._graphs  # type: ignore[attr-defined]
+    shapes = graphed.runtime.backend._graphs  # type: ignore[attr-defined]
     assert len(shapes) > 1  # several padded shapes were captured (slices and a small token budget)
     assert all(tokens % 1024 == 0 for tokens, _, _ in shapes)
 
@@ -224,4 +228,4 @@ def test_cuda_graphs_stop_at_graph_most_and_longer_sequences_run_op_by_op(mid_mo
     query, passages = _rerank_inputs(21, n=120)
     pairs = [(query, p) for p in passages]
     assert _max_diff(r.score(pairs, normalize=False), eager.score(pairs, normalize=False)) < 2e-2
-    assert len(r.backend._graphs) == 2  # type: ignore[attr-defined]
+    assert len(r.runtime.backend._graphs) == 2  # type: ignore[attr-defined]

@@ -33,6 +33,6 @@ def test_batch_command_scores_and_resumes(tiny_model_dir: Path, tiny_reranker: R
 
 
 def test_cli_and_ray_modules_import_without_ray() -> None:
-    code = ("import sys, crossrank.cli.app, crossrank.ray.serve, crossrank.batch.ray_job, crossrank.runtime.workers; "
+    code = ("import sys, crossrank.cli.app, crossrank.ray.serve, crossrank.batch.ray_job, crossrank.runtime.processes; "
             "assert 'ray' not in sys.modules, 'ray imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(SRC)})

@@ -112,7 +112,7 @@ def test_a_job_on_two_devices_scores_like_one(tiny_reranker: Reranker, flat_parq
     settings = dataclasses.replace(tiny_reranker.settings, devices="cpu,cpu")
     two = Reranker.from_settings(settings)
     try:
-        assert two.describe()["workers"] == "processes" and two.describe()["devices"] == ["cpu", "cpu"]
+        assert two.describe()["devices"] == ["cpu", "cpu"]
         run_local(two, flat_parquet, tmp_path / "two", part_rows=1000)
     finally:
         two.close()
@@ -120,3 +120,24 @@ def test_a_job_on_two_devices_scores_like_one(tiny_reranker: Reranker, flat_parq
     one, many = read_output(tmp_path / "one"), read_output(tmp_path / "two")
     assert many.column("raw_score").to_pylist() == one.column("raw_score").to_pylist()
     assert many.column("rank").to_pylist() == one.column("rank").to_pylist()
+
+
+def test_a_second_job_on_a_locked_output_is_refused(tiny_reranker: Reranker, flat_parquet: Path,
+                                                    tmp_path: Path) -> None:
+    from crossrank.batch.local import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out), pytest.raises(ValueError, match="being written by another crossrank batch job"):
+        run_local(tiny_reranker, flat_parquet, out)
+    run_local(tiny_reranker, flat_parquet, out)  # free again once the first job ends
+    assert (out / "_SUCCESS").exists()
+
+
+def test_a_resume_with_another_backend_is_refused(tiny_model_dir: Path, flat_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with Reranker(str(tiny_model_dir), device="cpu", backend="padded") as padded:
+        run_local(padded, flat_parquet, out, part_rows=5)
+    (out / "_SUCCESS").unlink()
+    with Reranker(str(tiny_model_dir), device="cpu", backend="packed") as packed, \
+            pytest.raises(ValueError, match=r"other settings.*backend"):
+        run_local(packed, flat_parquet, out, part_rows=5)

@@ -51,3 +51,15 @@ def test_score_table_grouped_explodes_and_ranks_like_rerank(tiny_reranker: Reran
     all_pairs = [("first query", p) for p in passages] + [("second", p) for p in passages[:2]]
     assert out.column("score").to_pylist() == tiny_reranker.score(all_pairs)
     assert sorted(out.column("rank").to_pylist()[4:]) == [1, 2]
+
+
+def test_exploded_passages_keep_their_position() -> None:
+    import pyarrow as pa
+
+    from crossrank.batch.table import explode_grouped
+
+    table = pa.table({"query": ["a", "b", "c"], "passages": [["x", "y", "z"], None, ["w"]]})
+    flat, parents = explode_grouped(table)
+    assert flat.column("passage_index").to_pylist() == [0, 1, 2, 0]
+    assert flat.column("passage").to_pylist() == ["x", "y", "z", "w"]
+    assert parents == [0, 0, 0, 2]

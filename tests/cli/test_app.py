@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 import crossrank
 from crossrank import Reranker
 from crossrank.cli import app as cli
+from crossrank.cli import commands, console
 from crossrank.model.devices import dtype_name, resolve_device, resolve_dtype
 
 SRC = Path(crossrank.__file__).resolve().parents[1]
@@ -242,13 +243,13 @@ def test_many_passages_drive_the_progress_bar(tiny_model_dir: Path, tmp_path: Pa
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     updates: list[tuple[float | None, float | None]] = []
 
-    class SpyProgress(cli.Progress):
+    class SpyProgress(console.Progress):
         def update(self, task_id, *, completed=None, total=None, **kwargs):  # type: ignore[no-untyped-def]
             updates.append((completed, total))
             super().update(task_id, completed=completed, total=total, **kwargs)
 
-    monkeypatch.setattr(cli, "Progress", SpyProgress)
-    n = cli.PROGRESS_MIN_PAIRS + 6
+    monkeypatch.setattr(console, "Progress", SpyProgress)
+    n = console.PROGRESS_MIN_PAIRS + 6
     path = tmp_path / "many.txt"
     path.write_text("\n".join(f"passage number {i} about coffee and trains" for i in range(n)), encoding="utf-8")
     result = invoke(*rerank_args(tiny_model_dir, str(path), "--format", "jsonl", "--max-batch-tokens", "256"))
@@ -260,11 +261,11 @@ def test_many_passages_drive_the_progress_bar(tiny_model_dir: Path, tmp_path: Pa
 
 
 def test_few_passages_get_no_progress_bar() -> None:
-    with cli.progress_bar(cli.PROGRESS_MIN_PAIRS - 1, "scoring") as progress:
+    with console.progress_bar(console.PROGRESS_MIN_PAIRS - 1, "scoring") as progress:
         assert progress is None
-    with cli.progress_bar(cli.PROGRESS_MIN_PAIRS, "scoring") as progress:
+    with console.progress_bar(console.PROGRESS_MIN_PAIRS, "scoring") as progress:
         assert callable(progress)
-        progress(1, cli.PROGRESS_MIN_PAIRS)
+        progress(1, console.PROGRESS_MIN_PAIRS)
 
 
 # --- demo and check --------------------------------------------------------------------------------------------------
@@ -274,11 +275,11 @@ def test_demo_prints_every_case_and_the_device(tiny_model_dir: Path) -> None:
     result = invoke("demo", "--model", str(tiny_model_dir))
     assert result.exit_code == 0, result.output
     output = flat(result.stdout)
-    for case in cli.demo_cases():
+    for case in commands.demo_cases():
         assert f"{case['name']}:" in output
     device = resolve_device("auto")
     assert f"on {device} / {dtype_name(resolve_dtype('auto', device))}" in output
-    assert len(cli.demo_cases()) >= 2
+    assert len(commands.demo_cases()) >= 2
 
 
 def test_check_passes_on_the_tiny_model(tiny_model_dir: Path) -> None:
@@ -349,3 +350,74 @@ def test_subprocess_check_offline_without_the_model(tmp_path: Path) -> None:
     assert str(tmp_path / "hf-home" / "hub") in output  # HF_HOME honoured
     assert "./models/bge-reranker-v2-m3" in output
     assert "Traceback" not in proc.stderr
+
+
+# --- user mistakes: one line, non-zero, no traceback -------------------------------------------------------------
+
+
+def one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_rerank_dev_null_is_read_not_refused(tiny_model_dir: Path) -> None:
+    result = invoke(*rerank_args(tiny_model_dir, os.devnull, "--format", "json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+
+
+def test_rerank_jsonl_ids_reach_the_output(tiny_model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "passages.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": p}, ensure_ascii=False) + "\n"
+                            for i, p in enumerate(PASSAGES)), encoding="utf-8")
+    result = invoke(*rerank_args(tiny_model_dir, str(path), "--format", "jsonl"))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(row["id"] == f"d{row['index']}" for row in rows)
+
+
+def test_rerank_to_a_folder_is_refused_before_the_model_loads(tmp_path: Path, passages_file: Path) -> None:
+    line = one_error_line(invoke("rerank", "-q", "x", "-p", str(passages_file), "-o", str(tmp_path),
+                                 "-m", "nowhere-org/nowhere-model"))
+    assert f"--output {tmp_path} is a folder" in line
+
+
+def test_file_names_and_install_hints_keep_their_brackets(tiny_model_dir: Path) -> None:
+    line = one_error_line(invoke(*rerank_args(tiny_model_dir, "missing[1].txt")))
+    assert "passages file 'missing[1].txt' does not exist" in line
+    app = typer.Typer()
+
+    @app.command()
+    def needs_extra() -> None:
+        with console.friendly_errors():
+            raise ImportError("crossrank eval needs ranx: pip install 'crossrank[eval]'")
+
+    result = CliRunner().invoke(app, [])
+    assert "pip install 'crossrank[eval]'" in one_error_line(result)
+
+
+def test_a_missing_local_model_folder_is_not_sent_to_the_hub(passages_file: Path) -> None:
+    result = invoke("rerank", "-q", "x", "-p", str(passages_file), "-m", "/nonexistent/model")
+    assert "model folder /nonexistent/model does not exist" in one_error_line(result)
+    assert "hf download" not in result.output
+
+
+def test_the_download_command_is_never_wrapped_mid_line(passages_file: Path) -> None:
+    result = invoke("rerank", "-q", "x", "-p", str(passages_file), "-m", "nowhere-org/a-rather-long-model-name")
+    [line] = [line for line in result.stderr.splitlines() if "hf download" in line]
+    assert "`hf download nowhere-org/a-rather-long-model-name --local-dir models/a-rather-long-model-name`" in line
+
+
+def test_ctrl_c_is_exit_130_without_a_traceback() -> None:
+    with pytest.raises(typer.Exit) as stopped, console.friendly_errors():
+        raise KeyboardInterrupt
+    assert stopped.value.exit_code == 130
+
+
+def test_serve_with_ray_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray.serve", None)  # as where Ray is not installed
+    result = invoke("serve", "--ray", "--model", "nowhere")
+    assert "pip install 'crossrank[ray]'" in one_error_line(result)

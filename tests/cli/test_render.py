@@ -49,11 +49,11 @@ def test_colours_reach_the_terminal() -> None:
 
 def test_table_columns_and_rows() -> None:
     table = results_table(RESULTS, title="my query")
-    assert table.title == "my query"
+    assert str(table.title) == "my query"
     assert [c.header for c in table.columns] == ["rank", "score", "raw", "#", "text"]
     assert list(table.columns[0].cells) == ["1", "2", "3"]
     assert list(table.columns[2].cells) == ["2.1972", "0.0000", "-2.1972"]
-    assert list(table.columns[3].cells) == ["2", "0", "1"]
+    assert [str(c) for c in table.columns[3].cells] == ["2", "0", "1"]
     texts = [c.plain for c in table.columns[4].cells]  # type: ignore[union-attr]
     assert texts[0] == "北京是中国的首都。"
     assert texts[1] == "exactly at the threshold  [chunk 3]"
@@ -113,3 +113,20 @@ def test_unknown_format_refused() -> None:
     with pytest.raises(ValueError):
         format_results(RESULTS, "table")  # tables are rendered, not serialised
     assert set(FORMATS) == {"table", "json", "jsonl", "csv"}
+
+
+def test_ids_of_the_input_reach_every_format() -> None:
+    ids = [f"doc-{i}" for i in range(len(RESULTS))]
+    rows = result_rows(RESULTS, ids)
+    assert [row["id"] for row in rows] == [ids[r.index] for r in RESULTS]
+    assert list(rows[0])[:3] == ["rank", "index", "id"]
+    first_csv = next(csv.DictReader(io.StringIO(format_results(RESULTS, "csv", ids))))
+    assert first_csv["id"] == ids[RESULTS[0].index]
+    assert "id" not in result_rows(RESULTS)[0]
+
+
+def test_brackets_in_titles_and_ids_are_printed_as_they_are() -> None:
+    console = Console(width=200, record=True)
+    console.print(results_table(RESULTS, title="what is [bold]x[/]?", ids=["[a]"] * len(RESULTS)))
+    text = console.export_text()
+    assert "what is [bold]x[/]?" in text and "[a]" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -80,8 +81,9 @@ def test_options_read_crossrank_environment_variables(toy_dir: Path, tiny_model_
     assert report["top_k"] == 2 and report["metrics"] == ["mrr@10"]
 
 
-def test_unknown_dataset_fails_with_where_it_looked(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", "no-such-set", "--data-dir", str(tmp_path / "cache")],
+def test_unknown_dataset_fails_with_where_it_looked(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = runner.invoke(app, ["eval", "no-such-set", "--data-dir", str(tmp_path / "cache"), "--model",
+                                 str(tiny_model_dir)],
                            env={"CROSSRANK_BEIR_URL": tmp_path.as_uri() + "/{name}.zip"})
     assert result.exit_code != 0
     assert "no-such-set" in result.output and "cache" in result.output
@@ -90,3 +92,72 @@ def test_unknown_dataset_fails_with_where_it_looked(tmp_path: Path) -> None:
 def test_extra_models_need_compare(toy_dir: Path) -> None:
     result = runner.invoke(app, ["eval", str(toy_dir), "model-a"])
     assert result.exit_code != 0 and "--compare" in result.output
+
+
+def failed(result: Any) -> str:
+    """The one error line of a failed run (no traceback)."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return str(line)
+
+
+def test_a_missing_model_is_refused_before_the_first_stage(toy_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.eval import first_stage
+
+    monkeypatch.setattr(first_stage, "bm25_run", lambda *a, **k: pytest.fail("BM25 ran before the model was found"))
+    out = tmp_path / "out"
+    line = failed(runner.invoke(app, ["eval", str(toy_dir), "--model", str(tmp_path / "no-model"), "--output",
+                                      str(out)]))
+    assert "no-model does not exist" in line
+    assert not (out / "scores.sqlite").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--first-stage", "bm52"], "--first-stage must be 'bm25', 'dense:MODEL' or a TREC run file; 'bm52'"),
+    (["--first-stage", "runs/missing.trec"], "'runs/missing.trec' is none of them"),
+    (["--metrics", "ndgc@10"], "unknown metric 'ndgc@10'"),
+])
+def test_mistakes_are_one_line_before_any_work(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path,
+                                               args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["eval", str(toy_dir), "--model", str(tiny_model_dir), "--output",
+                                 str(tmp_path / "o"), *args])
+    assert message in failed(result)
+
+
+def test_an_output_that_is_a_file_is_refused(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "taken"
+    path.write_text("x")
+    assert "is a file" in failed(runner.invoke(app, ["eval", str(toy_dir), "--model", str(tiny_model_dir),
+                                                     "--output", str(path)]))
+
+
+@pytest.mark.parametrize(("missing", "first", "hint"), [
+    ("ranx", "bm25", "pip install 'crossrank[eval]'"),
+    ("sentence_transformers", "dense:some/model", "pip install sentence-transformers"),
+])
+def test_a_missing_extra_names_what_to_install(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, missing: str, first: str,
+                                               hint: str) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    result = runner.invoke(app, ["eval", str(toy_dir), "--model", str(tiny_model_dir), "--first-stage", first,
+                                 "--output", str(tmp_path / "o")])
+    assert hint in failed(result)
+
+
+def test_no_debug_lines_a_note_on_shallow_metrics_and_the_model_by_its_name(toy_dir: Path, tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(toy_dir), "--model", str(tiny_model_dir), "--device", "cpu",
+                                 "--top-k", "10", "--metrics", "ndcg@10,recall@100", "--output", str(tmp_path / "o")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "Building index" not in result.output and "DEBUG" not in result.output
+    assert "note: recall@100 is measured on the top 10 candidates" in " ".join(result.stderr.split())
+    assert "note: ndcg@10" not in result.output
+    assert tiny_model_dir.name in result.stdout and "…" not in result.stdout
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["metrics_past_top_k"] == ["recall@100"]

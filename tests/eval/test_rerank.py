@@ -8,7 +8,7 @@ import pytest
 from crossrank.eval.cache import ScoreCache
 from crossrank.eval.datasets import load_beir_dir
 from crossrank.eval.metrics import evaluate_per_query
-from crossrank.eval.rerank import rerank_run
+from crossrank.eval.rerank import RerankInterrupted, estimate_tokens, rerank_run, token_chunks
 
 
 class Oracle:
@@ -31,8 +31,9 @@ class Oracle:
 class Counting:
     """Wraps a real Reranker: counts the pairs it scores and can crash after some calls."""
 
-    def __init__(self, inner: Any, crash_after: int | None = None) -> None:
+    def __init__(self, inner: Any, crash_after: int | None = None, batch_tokens: int | None = None) -> None:
         self.inner, self.crash_after, self.pairs, self.calls = inner, crash_after, 0, 0
+        self.batch_tokens = batch_tokens
 
     def score(self, pairs: Any, **kwargs: Any) -> list[float]:
         if self.crash_after is not None and self.calls >= self.crash_after:
@@ -42,7 +43,10 @@ class Counting:
         return list(self.inner.score(pairs, **kwargs))
 
     def describe(self) -> dict[str, Any]:
-        return dict(self.inner.describe())
+        info = dict(self.inner.describe())
+        if self.batch_tokens is not None:
+            info["max_batch_tokens"] = self.batch_tokens
+        return info
 
 
 def test_putting_the_relevant_document_first_raises_ndcg_as_expected(toy_dir: Path) -> None:
@@ -83,17 +87,38 @@ def test_second_run_scores_nothing_and_gives_the_same_scores(toy_dir: Path, tiny
     assert run1["q1"]["d2"] == pytest.approx(direct, abs=1e-5)
 
 
-def test_a_crash_keeps_the_committed_chunks_and_resume_scores_only_the_rest(toy_dir: Path, tiny_reranker: Any,
-                                                                             tmp_path: Path) -> None:
+def test_ctrl_c_keeps_every_batch_scored_before_it_and_resume_scores_only_the_rest(
+        toy_dir: Path, tiny_reranker: Any, tmp_path: Path) -> None:
     data = load_beir_dir(toy_dir)
     first = {q: dict.fromkeys(data.corpus, 0.0) for q in data.queries}
-    with ScoreCache(tmp_path / "s.sqlite") as cache, pytest.raises(KeyboardInterrupt):
-        rerank_run(Counting(tiny_reranker, crash_after=2), data, first, cache=cache, chunk_pairs=4)
+    crashing = Counting(tiny_reranker, crash_after=2, batch_tokens=40)  # a few pairs per model batch
+    with ScoreCache(tmp_path / "s.sqlite") as cache, pytest.raises(RerankInterrupted) as stopped:
+        rerank_run(crashing, data, first, cache=cache)
+    assert 0 < crashing.pairs < 18
+    assert (stopped.value.kept, stopped.value.todo) == (crashing.pairs, 18)
     with ScoreCache(tmp_path / "s.sqlite") as cache:
-        assert cache.count() == 8  # two chunks of 4 committed before the crash
-        resumed = Counting(tiny_reranker)
-        _, stats = rerank_run(resumed, data, first, cache=cache, chunk_pairs=4)
-    assert resumed.pairs == 18 - 8 and stats.cached == 8
+        assert cache.count() == crashing.pairs  # each batch committed as soon as it was scored
+        resumed = Counting(tiny_reranker, batch_tokens=40)
+        _, stats = rerank_run(resumed, data, first, cache=cache)
+    assert resumed.pairs == 18 - crashing.pairs and stats.cached == crashing.pairs
+
+
+def test_calls_hold_about_one_batch_of_tokens() -> None:
+    assert token_chunks([10, 10, 10, 10, 10], 25) == [(0, 2), (2, 4), (4, 5)]
+    assert token_chunks([100, 5, 5], 20) == [(0, 1), (1, 3)]  # a pair over the budget goes alone
+    assert token_chunks([], 20) == []
+    assert estimate_tokens("q" * 40, "p" * 4000, 512) == 512
+    assert estimate_tokens("abcd", "efgh", 512) == 6
+
+
+def test_progress_is_counted_in_tokens(toy_dir: Path) -> None:
+    """A long pair weighs more than a short one, so the ETA follows the work, not the count of pairs."""
+    data = load_beir_dir(toy_dir)
+    first = {"q1": {"d5": 1.0, "d3": 0.5}}
+    seen: list[tuple[int, int]] = []
+    rerank_run(Oracle({}), data, first, progress=lambda done, total: seen.append((done, total)))
+    total = sum(estimate_tokens(data.queries["q1"], data.corpus[d], 512) for d in ("d5", "d3"))
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
 
 
 def test_a_changed_text_or_another_model_is_scored_afresh(toy_dir: Path, tmp_path: Path) -> None:

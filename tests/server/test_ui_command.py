@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import threading
-import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from crossrank.server import ui_command
 from crossrank.server.ui_command import UI_CONTEXT, is_healthy, open_when_healthy, page_url, ui
 
 
@@ -68,21 +67,16 @@ def test_gives_up_when_stopped_or_never_healthy(warming_service: tuple[str, list
 
 def test_ui_hands_every_other_option_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """`crossrank ui --port P --api-key K` runs `serve --host H --port P --api-key K`; the opener is off here."""
-    received: list[list[str]] = []
-    fake_cli = typer.Typer()
+    received: list[tuple[str, int, str, str]] = []
 
-    @fake_cli.command("serve", context_settings=UI_CONTEXT)
-    def serve(ctx: typer.Context) -> None:
-        received.append(list(ctx.args))
+    def serve(host: str = typer.Option(""), port: int = typer.Option(0), api_key: str = typer.Option(""),
+              model: str = typer.Option("")) -> None:
+        received.append((host, port, api_key, model))
 
-    @fake_cli.command("other")
-    def other() -> None:  # a second command keeps typer from collapsing the app into `serve` alone
-        pass
-
-    monkeypatch.setitem(sys.modules, "crossrank.cli.app", types.SimpleNamespace(app=fake_cli))
+    monkeypatch.setattr(ui_command, "serve", serve)
     outer = typer.Typer()
     outer.command("ui", context_settings=UI_CONTEXT)(ui)
-    outer.command("other")(other)
+    outer.command("other")(lambda: None)
     result = CliRunner().invoke(outer, ["ui", "--port", "8123", "--no-open", "--api-key", "k", "--model", "m"])
     assert result.exit_code == 0, result.output
-    assert received == [["--host", "127.0.0.1", "--port", "8123", "--api-key", "k", "--model", "m"]]
+    assert received == [("127.0.0.1", 8123, "k", "m")]

@@ -1,21 +1,23 @@
 """``crossrank batch INPUT OUTPUT [--ray]``: score a corpus offline (registered in ``crossrank.cli.app``).
 
-pyarrow and ray are imported inside the command, so ``crossrank --help`` works without the ``ray`` extra.
+pyarrow (the ``batch`` extra) and ray (the ``ray`` extra) are imported inside the command, so ``crossrank --help``
+works without them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from crossrank.cli import options as opt
-from crossrank.core.settings import DEFAULT_MODEL, ModelSettings, env_var
+from crossrank.cli.console import err, friendly_errors, load_reranker, say
+from crossrank.cli.options import model_options
+from crossrank.core.settings import ModelSettings, env_var
 
-_D = ModelSettings()
 
-
+@model_options(devices=True)
 def batch(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Parquet or JSONL file (or folder) with 'query' "
                                                "and 'passage' columns, or 'query' and a list 'passages'.")],
@@ -41,60 +43,79 @@ def batch(
                                                    help="Ray: CPUs per actor.")] = 1.0,
     batch_rows: Annotated[int, typer.Option(min=1, envvar=env_var("batch_rows"),
                                             help="Ray: rows per batch handed to an actor.")] = 4096,
-    model: opt.Model = DEFAULT_MODEL,
-    device: opt.Device = _D.device,
-    devices: opt.Devices = _D.devices,
-    dtype: opt.Dtype = _D.dtype,
-    max_length: opt.MaxLength = _D.max_length,
-    max_batch_tokens: opt.MaxBatchTokens = _D.max_batch_tokens,
-    backend: opt.Backend = _D.backend,
-    long_passages: opt.LongPassages = _D.long_passages,
-    models_dir: opt.ModelsDir = _D.models_dir,
+    *,
+    settings: ModelSettings,
 ) -> None:
     """Score every (query, passage) row of INPUT into OUTPUT. Locally it is resumable: run the same command again
     after a crash and finished parts are kept."""
-    from dataclasses import replace
+    from crossrank.batch.files import OUTPUT_FORMATS
 
-    from crossrank.cli.app import err, friendly_errors, load_reranker
-
-    settings = replace(opt.model_settings(model, device, dtype, max_length, max_batch_tokens, backend, long_passages,
-                                          models_dir), devices=devices)
     with friendly_errors():
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise ValueError("crossrank batch needs pyarrow: pip install 'crossrank[ray]'") from exc
-        if use_ray:
-            _run_with_ray(settings, input_path, output, not raw, output_format, workers, gpus_per_worker,
-                          cpus_per_worker, batch_rows)
-            err.print(f"wrote {output}")
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, not {output_format!r}")
+        require_pyarrow()
+        if not use_ray:
+            _run_here(settings, input_path, output, part_rows=part_rows, normalize=not raw,
+                      output_format=output_format, overwrite=overwrite)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from crossrank.batch.local import output_lock
 
-        from crossrank.batch.local import run_local
-
-        reranker = load_reranker(settings)
-        with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err) as bar:
-            task = bar.add_task("scoring", total=None)
-            summary = run_local(reranker, input_path, output, part_rows=part_rows, normalize=not raw,
-                                output_format=output_format, overwrite=overwrite,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
-        resumed = f" ({summary.parts_skipped} of {summary.parts} parts kept from before)" if summary.parts_skipped \
-            else ""
-        err.print(f"wrote {summary.rows_out} rows to {output}{resumed}")
+        with output_lock(output):
+            _run_with_ray(settings, input_path, output, RayJobSettings(workers, gpus_per_worker, cpus_per_worker,
+                                                                        batch_rows, not raw, output_format))
+        say(f"wrote {output}")
 
 
-def _run_with_ray(settings: ModelSettings, input_path: Path, output: Path, normalize: bool, output_format: str,
-                  workers: int, gpus_per_worker: float | None, cpus_per_worker: float, batch_rows: int) -> None:
+def require_pyarrow() -> None:
+    """An ImportError naming the light extra that brings pyarrow, which every batch job reads and writes with."""
     try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("crossrank batch needs pyarrow: pip install 'crossrank[batch]'") from exc
+
+
+@dataclass(frozen=True)
+class RayJobSettings:
+    """The Ray-only options of the command, as they are given."""
+
+    workers: int
+    gpus_per_worker: float | None
+    cpus_per_worker: float
+    batch_rows: int
+    normalize: bool
+    output_format: str
+
+
+def _run_here(settings: ModelSettings, input_path: Path, output: Path, **job: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from crossrank.batch.files import count_rows
+    from crossrank.batch.local import run_local
+
+    count_rows(input_path)  # a missing or unreadable input is refused before the model loads
+    reranker = load_reranker(settings)
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err) as bar:
+        task = bar.add_task("scoring", total=None)
+        summary = run_local(reranker, input_path, output, **job,
+                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    resumed = f" ({summary.parts_skipped} of {summary.parts} parts kept from before)" if summary.parts_skipped \
+        else ""
+    say(f"wrote {summary.rows_out} rows to {output}{resumed}")
+
+
+def _run_with_ray(settings: ModelSettings, input_path: Path, output: Path, job: RayJobSettings) -> None:
+    try:
+        import ray.data
+
         import ray
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ValueError("--ray needs Ray: pip install 'crossrank[ray]'") from exc
+    except ImportError as exc:
+        raise ImportError("--ray needs Ray Data: pip install 'crossrank[ray]'") from exc
     from crossrank.batch.ray_job import RayJobOptions, run_ray
 
     if not ray.is_initialized():
         ray.init()  # joins RAY_ADDRESS's cluster when set, else starts a local one
-    options = RayJobOptions(workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                            batch_rows=batch_rows, normalize=normalize, output_format=output_format)
+    options = RayJobOptions(workers=job.workers, gpus_per_worker=job.gpus_per_worker,
+                            cpus_per_worker=job.cpus_per_worker, batch_rows=job.batch_rows, normalize=job.normalize,
+                            output_format=job.output_format)
     run_ray(settings, input_path, output, options)

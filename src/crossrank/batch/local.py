@@ -2,7 +2,9 @@
 
 Layout of OUTPUT (a folder)::
 
-    OUTPUT/_job.json               what this output is for; a restart with other settings is refused
+    OUTPUT/_batch.lock             held while a job writes here: a second job on the same folder is refused
+    OUTPUT/_job.json               what this output is for (input, model, everything that changes a score); a
+                                   restart with other settings is refused
     OUTPUT/_scored/part-00000.parquet …  stage 1: scored parts, each written atomically, skipped on restart
     OUTPUT/part-00000.parquet …   stage 2: the same rows with ``rank`` per query (flat input ranks need every part)
     OUTPUT/_SUCCESS                written last
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,7 @@ from crossrank.batch.table import FLAT, input_shape, ranks_by_query, score_table
 if TYPE_CHECKING:
     from crossrank.reranker import Reranker
 
+LOCK_FILE = "_batch.lock"
 JOB_FILE = "_job.json"
 SCORED_DIR = "_scored"
 SUCCESS_FILE = "_SUCCESS"
@@ -40,22 +44,53 @@ class LocalJobSummary:
     output: str
 
 
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``OUTPUT/_batch.lock`` (created with the folder) while a job writes there; a ValueError at once when
+    another job holds it, so that two jobs never write parts into one folder."""
+    from filelock import FileLock, Timeout
+
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output {output} is a file; batch writes a folder of part files")
+    output.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(output / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"output {output} is being written by another crossrank batch job; wait for it to end, "
+                         "or choose another output folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _job_identity(input_path: Path, part_rows: int, normalize: bool, reranker: Reranker, output_format: str,
                   long_passages: str | None) -> dict[str, Any]:
+    """Everything that decides the output's rows: the input, how it is cut, and everything that changes a score."""
     _, files = input_files(input_path)
-    settings = reranker.settings
+    info = reranker.describe()
     return {
         "input": str(input_path.resolve()), "input_bytes": sum(f.stat().st_size for f in files),
-        "part_rows": part_rows, "normalize": normalize, "format": output_format, "model": settings.model,
-        "max_length": settings.max_length, "long_passages": long_passages or settings.long_passages,
+        "part_rows": part_rows, "normalize": normalize, "format": output_format, "model": info["model"],
+        "model_path": info["path"], "dtype": info["dtype"], "backend": info["backend"],
+        "max_length": info["max_length"], "query_max_length": info["query_max_length"],
+        "long_passages": long_passages or info["long_passages"], "chunk_overlap": reranker.settings.chunk_overlap,
     }
+
+
+def _clear(output: Path) -> None:
+    """Empty ``output`` but for its lock, which this job holds."""
+    for entry in output.iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _prepare_output(output: Path, identity: dict[str, Any], overwrite: bool) -> None:
     job_file = output / JOB_FILE
-    if output.exists() and overwrite:
-        shutil.rmtree(output)
-    if output.exists() and any(output.iterdir()):
+    if overwrite:
+        _clear(output)
+    if any(p.name != LOCK_FILE for p in output.iterdir()):
         if not job_file.exists():
             raise ValueError(f"output {output} exists and is not a crossrank batch output; choose another folder")
         previous = json.loads(job_file.read_text(encoding="utf-8"))
@@ -79,10 +114,20 @@ def run_local(
     overwrite: bool = False,
     progress: RowProgress | None = None,
 ) -> LocalJobSummary:
-    """Score every row of ``input_path`` into the folder ``output``; resumes a job that stopped half way."""
+    """Score every row of ``input_path`` into the folder ``output``; resumes a job that stopped half way. The folder
+    is locked meanwhile: a second job on it is refused."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"format must be one of {OUTPUT_FORMATS}, not {output_format!r}")
     identity = _job_identity(input_path, part_rows, normalize, reranker, output_format, long_passages)
+    with output_lock(output):
+        return _run_locked(reranker, input_path, output, identity, part_rows=part_rows, normalize=normalize,
+                           output_format=output_format, long_passages=long_passages, overwrite=overwrite,
+                           progress=progress)
+
+
+def _run_locked(reranker: Reranker, input_path: Path, output: Path, identity: dict[str, Any], *, part_rows: int,
+                normalize: bool, output_format: str, long_passages: str | None, overwrite: bool,
+                progress: RowProgress | None) -> LocalJobSummary:
     if (output / SUCCESS_FILE).exists() and not overwrite and \
             json.loads((output / JOB_FILE).read_text(encoding="utf-8")) == identity:
         final = sorted(output.glob(f"part-*.{output_format}"))

@@ -1,7 +1,8 @@
 """Arrow tables in, scored tables out: the one place where batch jobs (local and Ray Data) turn rows into scores.
 
 Two input shapes: *flat* rows with ``query`` and ``passage`` columns, or *grouped* rows with ``query`` and a list column
-``passages``. Grouped rows are exploded to one output row per passage (other columns repeated). Every output row gets
+``passages``. Grouped rows are exploded to one output row per passage (other columns repeated, and
+``passage_index``: the passage's position in its row's list). Every output row gets
 ``score`` (sigmoid unless ``normalize=False``) and ``raw_score`` (the logit); ``rank`` (1 = best) is per query: within
 the row for grouped input (here), across all rows of the same query for flat input (:func:`ranks_by_query`, run once
 every row is scored). Scores come from :meth:`crossrank.Reranker.score`, ranks from :func:`crossrank.core.ranking.rank`.
@@ -50,14 +51,22 @@ def ranks_by_query(queries: Sequence[str], raw: Sequence[float]) -> list[int]:
     return ranks
 
 
+POSITION_COLUMN = "passage_index"
+
+
 def explode_grouped(table: pa.Table) -> tuple[pa.Table, list[int]]:
-    """One row per passage of a grouped table (other columns repeated); also each output row's input row."""
+    """One row per passage of a grouped table (other columns repeated, ``passage_index`` the passage's position in
+    its list); also each output row's input row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     lists = table.column("passages").combine_chunks()
     parents = pc.list_parent_indices(lists).to_pylist()
-    flat = table.drop_columns(["passages"]).take(pa.array(parents, type=pa.int64()))
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_pylist()
+    positions = [i for n in lengths for i in range(n)]
+    flat = table.drop_columns([c for c in ("passages", POSITION_COLUMN) if c in table.column_names])
+    flat = flat.take(pa.array(parents, type=pa.int64()))
+    flat = flat.append_column(POSITION_COLUMN, pa.array(positions, type=pa.int64()))
     return flat.append_column("passage", pc.list_flatten(lists).cast(pa.string())), parents
 
 

@@ -17,10 +17,10 @@ class CheckResult:
     fix: str | None = None
 
 
-def run_checks(settings: ModelSettings) -> Iterator[CheckResult]:
-    """Yield results one by one, stopping after the first failure that makes later steps meaningless."""
+def _environment() -> Iterator[CheckResult]:
+    """Python, torch and transformers, and the GPUs torch sees."""
     try:
-        import torch
+        import torch  # noqa: F401
         import transformers
 
         from crossrank.model.devices import environment_report
@@ -41,6 +41,15 @@ def run_checks(settings: ModelSettings) -> Iterator[CheckResult]:
     else:
         why = "torch is a CPU-only build" if not env.torch_cuda else "no CUDA device is visible"
         yield CheckResult("GPU", "info", f"none: {why}; crossrank will use the CPU with fp32")
+
+
+def run_checks(settings: ModelSettings) -> Iterator[CheckResult]:
+    """Yield results one by one, stopping after the first failure that makes later steps meaningless."""
+    installed = list(_environment())
+    yield from installed
+    if any(r.status == "fail" for r in installed):
+        return
+    import torch
 
     from crossrank.core.errors import CrossrankError
     from crossrank.model.devices import dtype_name, resolve_device, resolve_dtype

@@ -1,17 +1,36 @@
-"""One frozen settings object. Every field is also a ``CROSSRANK_<FIELD>`` environment variable for the CLI."""
+"""One frozen settings object. Every field is also a ``CROSSRANK_<FIELD>`` environment variable for the CLI.
+
+The modes (dtype, backend, long passages) are ``Literal`` types: the one list of each, which the CLI shows as its
+choices and :class:`ModelSettings` checks, so a new dtype is one more name in :data:`Dtype`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Literal, get_args
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 ENV_PREFIX = "CROSSRANK_"
-LONG_PASSAGE_MODES = ("truncate", "chunk")
-"""What to do with a passage longer than fits beside the query: cut it (as FlagReranker does), or score its windows."""
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` with the numbers of pairs scored so far and in all."""
+
+Dtype = Literal["auto", "fp32", "fp16", "bf16"]
+"""``auto``: fp16 on GPU, fp32 on CPU."""
+BackendName = Literal["auto", "packed", "padded"]
+LongPassages = Literal["truncate", "chunk"]
+"""``truncate`` (FlagReranker's behaviour) or ``chunk`` (score windows of the passage, keep the best)."""
+
+DTYPES: tuple[str, ...] = get_args(Dtype)
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+LONG_PASSAGES: tuple[str, ...] = get_args(LongPassages)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """A ValueError naming the choices when ``value`` is none of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -20,15 +39,20 @@ class ModelSettings:
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: Dtype = "auto"
     max_length: int = 512
     query_max_length: int | None = None
     max_batch_tokens: int = 0  # 0: by device (devices.default_batch_tokens)
-    backend: str = "auto"
-    long_passages: str = "truncate"
+    backend: BackendName = "auto"
+    long_passages: LongPassages = "truncate"
     chunk_overlap: int = 32
     models_dir: str = "models"
     devices: str = ""  # several devices, one worker each ("all", "0,1", "cpu,cpu"); empty: just `device`
+
+    def __post_init__(self) -> None:
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("long_passages", self.long_passages, LONG_PASSAGES)
 
 
 @dataclass(frozen=True)
@@ -64,4 +88,5 @@ def env_var(name: str) -> str:
 
 
 def model_setting_names() -> list[str]:
+    """The fields of :class:`ModelSettings`, in order."""
     return [f.name for f in fields(ModelSettings)]

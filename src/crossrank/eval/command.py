@@ -1,25 +1,85 @@
-"""``crossrank eval``: what reranking buys on a retrieval benchmark (first stage vs reranked, with significance)."""
+"""``crossrank eval``: what reranking buys on a retrieval benchmark (first stage vs reranked, with significance).
+
+Everything a user can get wrong (the model, the first stage, the metrics, the output folder, a missing extra) is
+checked before the first stage's minutes of work; each mistake is one line on stderr and a non-zero exit.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from crossrank.cli import options as opt
-from crossrank.core.settings import DEFAULT_MODEL, ModelSettings
-
-_D = ModelSettings()
+from crossrank.cli.console import fail, friendly_errors, say
+from crossrank.cli.options import model_options
+from crossrank.core.settings import ModelSettings
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
     from crossrank.eval.datasets import Dataset
+    from crossrank.eval.report import SystemResult
+
+EVAL_MODULES = {"bm25s": "bm25s", "Stemmer": "PyStemmer", "ranx": "ranx", "scipy": "scipy",
+                "matplotlib": "matplotlib"}
+"""Modules of the ``eval`` extra, by the package that brings each."""
 
 
+@dataclass(frozen=True)
+class EvalPlan:
+    """One evaluation, checked: what to load, retrieve, rerank and measure, and where to write it."""
+
+    dataset: str
+    first_stage: str
+    top_k: int
+    rerankers: list[ModelSettings]
+    metrics: list[str]
+    output: Path
+    split: str = "test"
+    language: str = "english"
+    max_queries: int | None = None
+    cache_path: Path | None = None
+    data_dir: Path | None = None
+
+
+def require_eval_extra(first_stage: str) -> None:
+    """An ImportError naming what to install, where a module the evaluation needs is missing."""
+    missing = [package for module, package in EVAL_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(f"crossrank eval needs {', '.join(missing)}: pip install 'crossrank[eval]'")
+    if first_stage.startswith("dense:") and importlib.util.find_spec("sentence_transformers") is None:
+        raise ImportError("--first-stage dense:MODEL needs sentence-transformers: pip install sentence-transformers")
+
+
+def check_first_stage(spec: str) -> None:
+    """``bm25``, ``dense:MODEL`` or an existing TREC run file; anything else is refused before any work."""
+    if spec == "bm25" or (spec.startswith("dense:") and spec.removeprefix("dense:")):
+        return
+    if not Path(spec).is_file():
+        raise ValueError(f"--first-stage must be 'bm25', 'dense:MODEL' or a TREC run file; {spec!r} is none of them")
+
+
+def check_output_folder(output: Path) -> None:
+    """Create the output folder now, so that a path that cannot hold it fails before the work, not after."""
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"--output {output} is a file; eval writes a folder (report.json, report.png, runs)")
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def check_models(rerankers: list[ModelSettings]) -> None:
+    """Find every model (downloading it if need be) and check that it is a cross-encoder, before any work."""
+    from crossrank.model.loading import load_tokenizer, resolve_model
+
+    for settings in rerankers:
+        load_tokenizer(resolve_model(settings.model, models_dir=settings.models_dir).path, settings.model)
+
+
+@model_options()
 def eval_command(
     dataset: Annotated[str, typer.Argument(
         help="A folder in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/test.tsv) or a BEIR dataset name "
@@ -32,17 +92,14 @@ def eval_command(
     ] = "bm25",
     top_k: Annotated[int, typer.Option("--top-k", min=1, envvar="CROSSRANK_TOP_K",
                                        help="First-stage candidates reranked per query.")] = 100,
-    model: opt.Model = DEFAULT_MODEL,
     metrics: Annotated[str, typer.Option("--metrics", envvar="CROSSRANK_METRICS",
                                          help="Comma-separated ranx metrics; the first one drives wins/losses "
-                                              "and the chart.")
-                       ] = "ndcg@10,mrr@10,recall@100",
+                                              "and the chart.")] = "ndcg@10,mrr@10,recall@100",
     output: Annotated[Path, typer.Option("--output", envvar="CROSSRANK_OUTPUT",
                                          help="Folder for report.json, report.png and the runs as TREC files.")
                       ] = Path("report"),
     compare: Annotated[bool, typer.Option("--compare", envvar="CROSSRANK_COMPARE",
-                                          help="Rerank with every model listed after DATASET, in one table.")
-                       ] = False,
+                                          help="Rerank with every model listed after DATASET, in one table.")] = False,
     split: Annotated[str, typer.Option("--split", envvar="CROSSRANK_SPLIT", help="Which qrels/<split>.tsv to use.")
                      ] = "test",
     language: Annotated[str, typer.Option("--language", envvar="CROSSRANK_LANGUAGE",
@@ -57,122 +114,152 @@ def eval_command(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", envvar="CROSSRANK_DATA_DIR",
                                                   help="Cache of downloaded BEIR datasets "
                                                        "(default ~/.cache/crossrank/datasets).")] = None,
-    device: opt.Device = _D.device,
-    dtype: opt.Dtype = _D.dtype,
-    max_length: opt.MaxLength = _D.max_length,
-    max_batch_tokens: opt.MaxBatchTokens = _D.max_batch_tokens,
-    models_dir: opt.ModelsDir = _D.models_dir,
+    *,
+    settings: ModelSettings,
 ) -> None:
     """Rerank a first stage's top-k on a retrieval benchmark and report what it changed.
 
     Example: crossrank eval scifact --first-stage bm25 --top-k 100 --model BAAI/bge-reranker-v2-m3
     """
+    if compare and not models:
+        fail("--compare needs the models to compare after DATASET")
+    if models and not compare:
+        fail(f"extra arguments {' '.join(models)}: to compare several models, add --compare")
+    rerankers = [replace(settings, model=m) for m in models] if compare and models else [settings]
+    with friendly_errors():
+        plan = EvalPlan(dataset, first_stage, top_k, rerankers, [], output, split, language, max_queries,
+                        cache or output / "scores.sqlite", data_dir)
+        plan = _checked(plan, metrics)
+        report = run_evaluation(_stderr(), plan)
     from rich.console import Console
 
-    from crossrank.eval.metrics import parse_metrics
-
-    console = Console(stderr=True)
-    if compare and not models:
-        raise typer.BadParameter("--compare needs the models to compare after DATASET", param_hint="--compare")
-    if models and not compare:
-        raise typer.BadParameter(f"extra arguments {models}: to compare several models, add --compare")
-    try:
-        metric_names = parse_metrics(metrics)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--metrics") from exc
-    rerankers = list(models) if compare and models else [model]
-    model_options = {"device": device, "dtype": dtype, "max_length": max_length,
-                     "max_batch_tokens": max_batch_tokens, "models_dir": models_dir}
-    report = run_evaluation(
-        console, dataset_spec=dataset, first_stage=first_stage, top_k=top_k, rerankers=rerankers,
-        metrics=metric_names, output=output, split=split, language=language, max_queries=max_queries,
-        cache_path=cache or output / "scores.sqlite", data_dir=data_dir, model_options=model_options,
-    )
     from crossrank.eval.report import render_table
 
     Console().print(render_table(report))
-    console.print(f"wrote {output / 'report.json'}, {output / 'report.png'} and the runs as TREC files in {output}")
+    say(f"wrote {output / 'report.json'}, {output / 'report.png'} and the runs as TREC files in {output}")
 
 
-def _progress(console: Console) -> Progress:
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _checked(plan: EvalPlan, metrics: str) -> EvalPlan:
+    """The plan with its metrics parsed, once everything in it has been checked (in the order a user fixes it)."""
+    from crossrank.eval.metrics import metric_depths, parse_metrics, shallow_metrics
+
+    require_eval_extra(plan.first_stage)
+    names = parse_metrics(metrics)
+    depths = metric_depths(names)
+    check_first_stage(plan.first_stage)
+    check_output_folder(plan.output)
+    check_models(plan.rerankers)
+    for name in shallow_metrics(depths, plan.top_k):
+        say(f"note: {name} is measured on the top {plan.top_k} candidates per query, which reranking only "
+            f"reorders; for {name} of the reranked list, pass --top-k {max(depths[name], plan.top_k)} or more")
+    return replace(plan, metrics=names)
+
+
+def _progress(console: Console, unit: str = "") -> Progress:
     from rich import progress as p
 
+    columns = [p.TextColumn("{task.description}"), p.BarColumn()]
+    if not unit:
+        columns.append(p.MofNCompleteColumn())
+    return p.Progress(*columns, p.TimeElapsedColumn(), p.TimeRemainingColumn(), console=console)
 
-    return p.Progress(p.TextColumn("{task.description}"), p.BarColumn(), p.MofNCompleteColumn(),
-                      p.TimeElapsedColumn(), p.TimeRemainingColumn(), console=console)
 
+def _load_dataset(console: Console, plan: EvalPlan) -> Dataset:
+    from dataclasses import replace as copy_with
 
-def _load_dataset(console: Console, spec: str, split: str, data_dir: Path | None) -> Dataset:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from crossrank.eval.datasets import DatasetNotFoundError, load_dataset
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console) as bar:
-        task = bar.add_task(f"downloading {spec}", total=None, visible=False)
+        task = bar.add_task(f"downloading {plan.dataset}", total=None, visible=False)
 
         def on_bytes(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total, visible=True)
 
         try:
-            return load_dataset(spec, cache_dir=data_dir, split=split, progress=on_bytes)
+            data = load_dataset(plan.dataset, cache_dir=plan.data_dir, split=plan.split, progress=on_bytes)
         except DatasetNotFoundError as exc:
-            raise typer.BadParameter(str(exc), param_hint="DATASET") from exc
+            raise ValueError(str(exc)) from exc
+    if plan.max_queries is not None:
+        keep = list(data.queries)[:plan.max_queries]
+        data = copy_with(data, queries={q: data.queries[q] for q in keep}, qrels={q: data.qrels[q] for q in keep})
+    return data
 
 
-def run_evaluation(console: Console, *, dataset_spec: str, first_stage: str, top_k: int, rerankers: list[str],
-                   metrics: list[str], output: Path, split: str, language: str, max_queries: int | None,
-                   cache_path: Path, data_dir: Path | None, model_options: dict[str, Any]) -> dict[str, Any]:
-    """Load, retrieve, rerank with each model, measure, write the outputs; returns the report."""
-    from dataclasses import replace
-
-    from crossrank import Reranker
-    from crossrank.eval.cache import ScoreCache
+def _first_stage(console: Console, plan: EvalPlan, data: Dataset) -> SystemResult:
     from crossrank.eval.first_stage import first_stage_run
     from crossrank.eval.metrics import evaluate_per_query
-    from crossrank.eval.report import SystemResult, build_report, write_outputs
-    from crossrank.eval.rerank import rerank_run
-
-    data = _load_dataset(console, dataset_spec, split, data_dir)
-    if max_queries is not None:
-        keep = list(data.queries)[:max_queries]
-        data = replace(data, queries={q: data.queries[q] for q in keep}, qrels={q: data.qrels[q] for q in keep})
-    console.print(f"{data.name}: {len(data.corpus):,} documents, {len(data.queries):,} judged queries ({data.path})")
+    from crossrank.eval.report import SystemResult
 
     with _progress(console) as bar:
         tasks: dict[str, Any] = {}
 
         def on_stage(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
-                tasks[phase] = bar.add_task(f"{first_stage}: {phase}", total=total)
+                tasks[phase] = bar.add_task(f"{plan.first_stage}: {phase}", total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
         began = time.perf_counter()
-        device = None if model_options["device"] == "auto" else model_options["device"]
-        candidates = first_stage_run(first_stage, data, top_k, language=language, device=device, progress=on_stage)
-        stage_seconds = time.perf_counter() - began
-    stage_name = first_stage if not Path(first_stage).is_file() else Path(first_stage).name
-    base = SystemResult(stage_name, candidates, evaluate_per_query(data.qrels, candidates, metrics), stage_seconds)
+        device = plan.rerankers[0].device
+        candidates = first_stage_run(plan.first_stage, data, plan.top_k, language=plan.language,
+                                     device=None if device == "auto" else device, progress=on_stage)
+        seconds = time.perf_counter() - began
+    name = Path(plan.first_stage).name if Path(plan.first_stage).is_file() else plan.first_stage
+    return SystemResult(name, candidates, evaluate_per_query(data.qrels, candidates, plan.metrics), seconds)
 
-    results = []
-    with ScoreCache(cache_path) as cache:
-        for name in rerankers:
-            began = time.perf_counter()
-            reranker = Reranker(name, **model_options)
-            with _progress(console) as bar:
-                task = bar.add_task(f"reranking with {name}", total=None)
 
-                def on_pairs(done: int, total: int, bar: Progress = bar, task: Any = task) -> None:
-                    bar.update(task, completed=done, total=total)
+def _rerank(console: Console, plan: EvalPlan, data: Dataset, base: SystemResult, cache: Any,
+            settings: ModelSettings) -> SystemResult:
+    from crossrank.cli.console import load_reranker
+    from crossrank.eval.metrics import evaluate_per_query
+    from crossrank.eval.report import SystemResult, display_name
+    from crossrank.eval.rerank import RerankInterrupted, rerank_run
 
-                reranked, stats = rerank_run(reranker, data, candidates, cache=cache, progress=on_pairs)
-            console.print(f"{name}: {stats.scored:,} pairs scored, {stats.cached:,} from the cache ({cache_path})")
-            results.append(SystemResult(name, reranked, evaluate_per_query(data.qrels, reranked, metrics),
-                                        time.perf_counter() - began, stats, reranker.describe()))
-            reranker.close()
+    began = time.perf_counter()
+    with load_reranker(settings) as reranker, _progress(console, "tokens") as bar:
+        task = bar.add_task(f"reranking with {display_name(settings.model)}", total=None)
 
-    info = {"name": data.name, "path": str(data.path), "split": split, "documents": len(data.corpus),
+        def on_tokens(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            reranked, stats = rerank_run(reranker, data, base.run, cache=cache, progress=on_tokens)
+        except RerankInterrupted as stop:
+            bar.stop()
+            say(f"interrupted: {stop.kept:,} of {stop.todo:,} pairs were scored and are kept in {plan.cache_path}; "
+                "run the same command again to go on from there")
+            raise typer.Exit(130) from None
+        info = reranker.describe()
+    say(f"{display_name(settings.model)}: {stats.scored:,} pairs scored, {stats.cached:,} from the cache "
+        f"({plan.cache_path})")
+    return SystemResult(settings.model, reranked, evaluate_per_query(data.qrels, reranked, plan.metrics),
+                        time.perf_counter() - began, stats, info)
+
+
+def run_evaluation(console: Console, plan: EvalPlan) -> dict[str, Any]:
+    """Load, retrieve, rerank with each model, measure, write the outputs; returns the report."""
+    from crossrank.eval.cache import ScoreCache
+    from crossrank.eval.metrics import metric_depths, shallow_metrics
+    from crossrank.eval.report import build_report, write_outputs
+
+    data = _load_dataset(console, plan)
+    console.print(f"{data.name}: {len(data.corpus):,} documents, {len(data.queries):,} judged queries ({data.path})",
+                  markup=False, highlight=False)
+    base = _first_stage(console, plan, data)
+    assert plan.cache_path is not None
+    with ScoreCache(plan.cache_path) as cache:
+        results = [_rerank(console, plan, data, base, cache, settings) for settings in plan.rerankers]
+    info = {"name": data.name, "path": str(data.path), "split": plan.split, "documents": len(data.corpus),
             "queries": len(data.queries)}
-    report = build_report(dataset=info, first_stage=base, rerankers=results, metrics=metrics, top_k=top_k)
-    write_outputs(report, base, results, output)
+    report = build_report(dataset=info, first_stage=base, rerankers=results, metrics=plan.metrics, top_k=plan.top_k)
+    report["metrics_past_top_k"] = shallow_metrics(metric_depths(plan.metrics), plan.top_k)
+    write_outputs(report, base, results, plan.output)
     return report

@@ -7,6 +7,7 @@ the user brings, or a sentence-transformers bi-encoder (``dense:MODEL``). Each g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,17 @@ def _tick(progress: StageProgress | None, phase: str, done: int, total: int) -> 
         progress(phase, done, total)
 
 
-def _require(module: str, package: str) -> Any:
+def _require(module: str, package: str, install: str = "'crossrank[eval]'") -> Any:
     import importlib
 
     try:
-        return importlib.import_module(module)
+        loaded = importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{package} is needed for this first stage: pip install 'crossrank[eval]'") from exc
+        raise ImportError(f"{package} is needed for this first stage: pip install {install}") from exc
+    if module == "bm25s":
+        # bm25s sets its own logger to DEBUG on import, which prints a line per index build.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return loaded
 
 
 class BM25Tokenizer:
@@ -101,7 +106,7 @@ def dense_run(dataset: Dataset, model: str, top_k: int, *, device: str | None = 
     """Embed corpus and queries with a sentence-transformers bi-encoder; cosine similarity, ``top_k`` per query."""
     import numpy as np
 
-    st = _require("sentence_transformers", "sentence-transformers")
+    st = _require("sentence_transformers", "sentence-transformers", "sentence-transformers")
     encoder = st.SentenceTransformer(model, device=device)
     doc_ids, texts = list(dataset.corpus), list(dataset.corpus.values())
     parts = []

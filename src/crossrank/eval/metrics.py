@@ -28,6 +28,31 @@ def parse_metrics(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def metric_depths(names: Sequence[str]) -> dict[str, int]:
+    """Check each metric name with ranx itself (before any work is done) and return its cutoff (0: the whole list);
+    a ValueError lists what ranx knows for a name it does not."""
+    _ranx()
+    from ranx.meta.evaluate import extract_metric_and_params
+    from ranx.metrics import metric_switch
+
+    depths: dict[str, int] = {}
+    for name in names:
+        try:
+            metric, k, _ = extract_metric_and_params(name)
+            metric_switch(metric)
+        except ValueError as exc:
+            raise ValueError(f"unknown metric {name!r}: {str(exc).replace('Metric ', '', 1)} "
+                             "Write them as ndcg@10, mrr@10, recall@100.") from exc
+        depths[name] = int(k) if not isinstance(k, float) else 0
+    return depths
+
+
+def shallow_metrics(depths: dict[str, int], top_k: int) -> list[str]:
+    """The metrics that look deeper than the ``top_k`` candidates per query (or at the whole list), which the
+    reranker cannot improve past what the first stage retrieved."""
+    return [name for name, k in depths.items() if k == 0 or k > top_k]
+
+
 def _ranx() -> Any:
     try:
         import ranx

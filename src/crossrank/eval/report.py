@@ -102,7 +102,7 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
     width = 0.8 / len(systems)
     for i, (name, values) in enumerate(systems):
         xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(metrics))]
-        bars.bar(xs, [values[m] for m in metrics], width, label=_short(name))
+        bars.bar(xs, [values[m] for m in metrics], width, label=display_name(name))
     bars.set_xticks(range(len(metrics)), metrics)
     bars.set_ylabel("mean over queries")
     bars.set_title(f"{report['dataset'].get('name', '')}: first stage vs reranked (top {report['top_k']})")
@@ -111,7 +111,8 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
     base = report["per_query"][report["first_stage"]["name"]][first]
     for entry in report["rerankers"]:
         new = report["per_query"][entry["model"]][first]
-        hist.hist([new.get(q, 0.0) - v for q, v in base.items()], bins=21, alpha=0.6, label=_short(entry["model"]))
+        hist.hist([new.get(q, 0.0) - v for q, v in base.items()], bins=21, alpha=0.6,
+                  label=display_name(entry["model"]))
     hist.axvline(0.0, color="black", linewidth=0.8)
     hist.set_xlabel(f"per-query change in {first} (reranked - first stage)")
     hist.set_ylabel("queries")
@@ -124,24 +125,32 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _short(name: str, limit: int = 40) -> str:
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+def display_name(name: str) -> str:
+    """How a reranker is named in tables and charts: a model folder by its own name (not a path cut short), a hub
+    id as it is.
+
+    >>> display_name("org/model")
+    'org/model'
+    """
+    path = Path(name).expanduser()
+    return path.resolve().name if path.is_dir() else name
 
 
 def render_table(report: dict[str, Any]) -> Any:
     """A rich table: one row per system, one column per metric (value, delta, p-value, wins/losses), timings."""
     from rich.table import Table
+    from rich.text import Text
 
     metrics: list[str] = report["metrics"]
-    table = Table(title=f"{report['dataset'].get('name', '')} · {report['first_stage']['name']} top {report['top_k']}"
-                        f" · {report['dataset'].get('queries', '?')} queries")
+    table = Table(title=Text(f"{report['dataset'].get('name', '')} · {report['first_stage']['name']} top "
+                             f"{report['top_k']} · {report['dataset'].get('queries', '?')} queries"))
     table.add_column("system")
     for m in metrics:
         table.add_column(m, justify="right")
     table.add_column(f"wins/losses ({metrics[0]})", justify="right")
     table.add_column("time", justify="right")
     first = report["first_stage"]
-    table.add_row(first["name"], *[f"{first['metrics'][m]:.4f}" for m in metrics], "",
+    table.add_row(Text(first["name"]), *[f"{first['metrics'][m]:.4f}" for m in metrics], "",
                   f"{first['seconds']:.1f} s")
     for entry in report["rerankers"]:
         cells = []
@@ -154,7 +163,11 @@ def render_table(report: dict[str, Any]) -> Any:
         timing = entry["timings"]
         per_k = timing["ms_per_1000_pairs"]
         speed = f" ({per_k / 1000:.2f} s/1k pairs)" if per_k is not None else ""
-        table.add_row(_short(entry["model"], 30), *cells, f"{c0['wins']}/{c0['losses']} ({c0['ties']} ties)",
+        table.add_row(Text(display_name(entry["model"])), *cells, f"{c0['wins']}/{c0['losses']} ({c0['ties']} ties)",
                       f"{timing['seconds']:.1f} s{speed}, {timing['cached']} cached")
     table.caption = "* p < 0.05, two-sided paired t-test over queries"
+    past = report.get("metrics_past_top_k") or []
+    if past:
+        table.caption += (f"; {', '.join(past)} look past the top {report['top_k']} candidates, "
+                          "which reranking only reorders")
     return table

@@ -17,10 +17,11 @@ from crossrank.eval.datasets import Dataset
 from crossrank.eval.trec import Run
 
 PairProgress = Callable[[int, int], None]
-"""Called as ``progress(pairs_done, pairs_to_score)``."""
+"""Called as ``progress(tokens_done, tokens_to_score)``: work is counted in (estimated) tokens, not pairs, because the
+model scores the longest pairs of each call first, so pairs done would run ahead of the time spent."""
 
-CHUNK_PAIRS = 2048
-"""Pairs per scoring call: big enough to fill batches across queries, small enough that a crash loses little."""
+CHARS_PER_TOKEN = 4
+"""For estimating tokens without tokenising: about four characters per subword token in English text."""
 
 
 class PairScorer(Protocol):
@@ -30,6 +31,14 @@ class PairScorer(Protocol):
               progress: Any = ...) -> list[float]: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+class RerankInterrupted(KeyboardInterrupt):
+    """Ctrl-C while reranking: the pairs scored so far are committed to the cache (``kept`` of ``todo``)."""
+
+    def __init__(self, kept: int, todo: int) -> None:
+        super().__init__(f"{kept:,} of {todo:,} pairs scored and kept")
+        self.kept, self.todo = kept, todo
 
 
 @dataclass(frozen=True)
@@ -49,48 +58,65 @@ class RerankStats:
 def cache_key(reranker: PairScorer) -> str:
     """Everything that changes a score: the model and how text is cut and computed."""
     info = reranker.describe()
-    return json.dumps({k: info.get(k) for k in ("model", "dtype", "max_length", "query_max_length", "long_passages")},
-                      sort_keys=True)
+    return json.dumps({k: info.get(k) for k in ("model", "dtype", "max_length", "query_max_length", "long_passages",
+                                                "backend")}, sort_keys=True)
+
+
+def estimate_tokens(query: str, passage: str, max_length: int) -> int:
+    """The tokens a pair will take, roughly, without tokenising (capped at ``max_length`` as truncation does)."""
+    return min(max_length, 4 + (len(query) + len(passage)) // CHARS_PER_TOKEN)
+
+
+def token_chunks(tokens: list[int], budget: int) -> list[tuple[int, int]]:
+    """``(start, end)`` runs of pairs of about ``budget`` tokens each (one model batch), at least one pair each."""
+    chunks, start, held = [], 0, 0
+    for i, t in enumerate(tokens):
+        if held and held + t > budget:
+            chunks.append((start, i))
+            start, held = i, 0
+        held += t
+    if start < len(tokens):
+        chunks.append((start, len(tokens)))
+    return chunks
 
 
 def rerank_run(reranker: PairScorer, dataset: Dataset, first_stage: Run, *, cache: ScoreCache | None = None,
-               chunk_pairs: int = CHUNK_PAIRS, progress: PairProgress | None = None) -> tuple[Run, RerankStats]:
+               progress: PairProgress | None = None) -> tuple[Run, RerankStats]:
     """Score every (query, candidate) pair of ``first_stage`` and return the run of model scores.
 
-    Pairs of many queries go to the model together (its token-budget packer batches them); each chunk's scores are
-    committed to ``cache`` before the next chunk starts.
+    Pairs go to the model a batch's worth of tokens at a time, and each call's scores are committed to ``cache``
+    before the next starts: Ctrl-C loses at most the batch in flight (:class:`RerankInterrupted` says what was kept).
     """
     model = cache_key(reranker)
+    info = reranker.describe()
     keys = [(qid, did, text_hash(dataset.queries[qid], dataset.corpus[did]))
             for qid, docs in first_stage.items() if qid in dataset.queries for did in docs]
     scores = cache.lookup(model, keys) if cache is not None else {}
     todo = [k for k in keys if (k[0], k[1]) not in scores]
+    tokens = [estimate_tokens(dataset.queries[q], dataset.corpus[d], int(info.get("max_length") or 512))
+              for q, d, _ in todo]
+    done_tokens, total_tokens = 0, sum(tokens)
     if progress is not None:
-        progress(0, len(todo))
+        progress(0, total_tokens)
     seconds = 0.0
-    for start in range(0, len(todo), chunk_pairs):
-        chunk = todo[start:start + chunk_pairs]
+    kept = 0
+    for start, end in token_chunks(tokens, int(info.get("max_batch_tokens") or 2048)):
+        chunk = todo[start:end]
         pairs = [(dataset.queries[q], dataset.corpus[d]) for q, d, _ in chunk]
         began = time.perf_counter()
-        values = reranker.score(pairs, normalize=False, progress=_offset(progress, start, len(todo), len(chunk)))
+        try:
+            values = reranker.score(pairs, normalize=False)
+        except KeyboardInterrupt as exc:
+            raise RerankInterrupted(kept, len(todo)) from exc
         seconds += time.perf_counter() - began
         if cache is not None:
             cache.store(model, [(q, d, h, v) for (q, d, h), v in zip(chunk, values, strict=True)])
+        kept += len(chunk)
         scores.update({(q, d): v for (q, d, _), v in zip(chunk, values, strict=True)})
+        done_tokens += sum(tokens[start:end])
         if progress is not None:
-            progress(start + len(chunk), len(todo))
+            progress(done_tokens, total_tokens)
     run: Run = {}
     for qid, did, _ in keys:
         run.setdefault(qid, {})[did] = scores[(qid, did)]
     return run, RerankStats(len(keys), len(todo), len(keys) - len(todo), seconds)
-
-
-def _offset(progress: PairProgress | None, start: int, total: int, size: int) -> Callable[[int, int], None] | None:
-    """Map the model's per-call progress (sequences of this chunk) onto pairs of the whole rerank."""
-    if progress is None:
-        return None
-
-    def report(done: int, of: int) -> None:
-        progress(start + min(size, round(size * done / of)) if of else start, total)
-
-    return report

@@ -44,6 +44,17 @@ def _models_dir_candidates(name: str, models_dir: Path) -> list[Path]:
     return candidates
 
 
+def looks_like_path(name: str) -> bool:
+    """A name only a local folder can have (absolute, ``./``, ``~``, a backslash, or more than one ``/``), never a
+    Hugging Face id (``org/name``).
+
+    >>> looks_like_path("/data/models/x"), looks_like_path("BAAI/bge-reranker-v2-m3")
+    (True, False)
+    """
+    return name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1 or \
+        Path(name).is_absolute()
+
+
 def resolve_model(name: str, *, models_dir: str | Path = "models", revision: str | None = None) -> ResolvedModel:
     """Find ``name`` on disk, or download it; raise :class:`ModelNotFoundError` saying where it looked."""
     if not name or not str(name).strip():
@@ -54,6 +65,12 @@ def resolve_model(name: str, *, models_dir: str | Path = "models", revision: str
         if _is_model_dir(path):
             return ResolvedModel(name, path.resolve(), "local")
         raise ModelNotFoundError(f"{path} exists but holds no config.json: it is not a Hugging Face model directory")
+    if looks_like_path(name):
+        raise ModelNotFoundError(
+            f"model folder {path} does not exist.\n"
+            "To fix it, pass the folder that holds the model's config.json, tokenizer and weights "
+            "(or a Hugging Face id such as BAAI/bge-reranker-v2-m3)."
+        )
     looked.append(f"a local directory {path}")
 
     for candidate in _models_dir_candidates(name, Path(models_dir)):

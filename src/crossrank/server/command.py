@@ -1,6 +1,6 @@
 """``crossrank serve``: the typer command that starts the HTTP service on uvicorn.
 
-Registered in ``crossrank.cli.app`` with ``app.command("serve")(serve)``; also runnable as
+Registered in ``crossrank.cli.app``; also runnable as
 ``python -m crossrank.server.command --model DIR``. FastAPI and uvicorn are imported inside the command, so the CLI's
 ``--help`` works without the ``serve`` extra.
 """
@@ -16,28 +16,21 @@ from typing import Annotated, Any
 
 import typer
 
-from crossrank.cli import options as opt
+from crossrank.cli.console import fail
+from crossrank.cli.options import model_options
 from crossrank.core.errors import CrossrankError
-from crossrank.core.settings import DEFAULT_MODEL, ModelSettings, ServerSettings, env_var
+from crossrank.core.settings import ModelSettings, ServerSettings, env_var
 
 STARTUP_FAILURE = 3  # uvicorn's exit code for a failed start
 _DEFAULTS = ServerSettings()
-_MODEL_DEFAULTS = ModelSettings()
 
 
 def _option(help_text: str, name: str, **kwargs: Any) -> Any:
     return typer.Option(help=help_text, envvar=env_var(name), **kwargs)
 
 
+@model_options(devices=True)
 def serve(
-    model: opt.Model = DEFAULT_MODEL,
-    device: opt.Device = _MODEL_DEFAULTS.device,
-    dtype: opt.Dtype = _MODEL_DEFAULTS.dtype,
-    devices: opt.Devices = _MODEL_DEFAULTS.devices,
-    max_length: opt.MaxLength = _MODEL_DEFAULTS.max_length,
-    max_batch_tokens: opt.MaxBatchTokens = _MODEL_DEFAULTS.max_batch_tokens,
-    long_passages: opt.LongPassages = _MODEL_DEFAULTS.long_passages,
-    models_dir: opt.ModelsDir = _MODEL_DEFAULTS.models_dir,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.",
                                       envvar=env_var("host"))] = _DEFAULTS.host,
     port: Annotated[int, typer.Option(help="TCP port.", envvar=env_var("port"))] = _DEFAULTS.port,
@@ -105,6 +98,8 @@ def serve(
     target_ongoing_requests: Annotated[float, typer.Option(min=1, help="Ray: autoscaling target of requests in "
                                                            "flight per replica.",
                                                            envvar=env_var("target_ongoing_requests"))] = 32.0,
+    *,
+    settings: ModelSettings,
 ) -> None:
     """Serve the reranker over HTTP (Cohere v1/v2, Jina and TEI compatible). Stops gracefully on SIGTERM/SIGINT.
 
@@ -115,12 +110,10 @@ def serve(
         from crossrank.server.app import create_app
         from crossrank.server.protocol import uvicorn_config
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise typer.BadParameter(f"{exc}: install the service with pip install 'crossrank[serve]'") from exc
+        fail(f"{exc}: install the service with pip install 'crossrank[serve]'")
     check_api_key(api_key)
-    settings = ServerSettings(
-        model=ModelSettings(model=model, device=device, dtype=dtype, max_length=max_length,
-                            max_batch_tokens=max_batch_tokens, long_passages=long_passages, models_dir=models_dir,
-                            devices=devices),
+    server = ServerSettings(
+        model=settings,
         host=host, port=port, api_key=api_key or None, max_client_batch_size=max_client_batch_size,
         max_queued_pairs=max_queued_pairs, payload_limit=payload_limit, max_document_chars=max_document_chars,
         cors_origins=tuple(cors_origin or ()), max_queue_seconds=max_queue_seconds or None,
@@ -132,10 +125,12 @@ def serve(
     )
     if use_ray:
         try:
+            import ray.serve  # noqa: F401
+
             from crossrank.ray.serve import ReplicaOptions, run
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise typer.BadParameter(f"{exc}: install Ray Serve with pip install 'crossrank[ray]'") from exc
-        run(settings, ReplicaOptions(replicas=replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica,
+        except ImportError as exc:
+            fail(f"--ray needs Ray Serve ({exc}): pip install 'crossrank[ray]'")
+        run(server, ReplicaOptions(replicas=replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica,
                                      cpus_per_replica=cpus_per_replica,
                                      target_ongoing_requests=target_ongoing_requests))
         return
@@ -143,8 +138,8 @@ def serve(
         from crossrank.server.memory import release_large_blocks_promptly
 
         release_large_blocks_promptly()  # before the model and its threads allocate anything
-    engine = load_engine(settings, debug=debug)
-    config = uvicorn_config(create_app(settings, engine), settings, log_level=log_level, access_log=True)
+    engine = load_engine(server, debug=debug)
+    config = uvicorn_config(create_app(server, engine), server, log_level=log_level, access_log=True)
     _graceful_server_class()(config).run()
 
 

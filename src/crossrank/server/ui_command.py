@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from crossrank.core.settings import ServerSettings, env_var
+from crossrank.server.command import serve
 
 _D = ServerSettings()
 HEALTH_POLL_SECONDS = 0.5
@@ -76,16 +77,17 @@ def ui(
     if open_browser:
         threading.Thread(target=open_when_healthy, args=(url, stop), name="crossrank-ui-opener", daemon=True).start()
     typer.echo(f"crossrank ui: the page will be at {url} once the model is loaded", err=True)
-    # Delegate to the real `serve` command through the CLI, so every serve option (and its env var) works unchanged.
-    from crossrank.cli.app import app
-
     try:
-        typer.main.get_command(app).main(
-            args=["serve", "--host", host, "--port", str(port), *ctx.args], prog_name="crossrank",
-            standalone_mode=False,
-        )
+        run_serve(["--host", host, "--port", str(port), *ctx.args])
     finally:
         stop.set()
+
+
+def run_serve(args: list[str]) -> None:
+    """Run the real ``serve`` command on ``args``, so every serve option (and its env var) works unchanged."""
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command()(serve)
+    typer.main.get_command(single).main(args=args, prog_name="crossrank serve", standalone_mode=False)
 
 
 UI_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
