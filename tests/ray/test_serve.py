@@ -56,8 +56,8 @@ def test_serve_deployment_answers_like_the_library(ray_local, tiny_model_dir: Pa
             assert client.get("/health").status_code == 200
             assert client.post("/v2/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
             v2 = client.post("/v2/rerank", headers=headers,
-                             json={"model": "x", "query": "which city is the capital", "documents": PASSAGES,
-                                   "top_n": 5})
+                             json={"model": "tiny-reranker", "query": "which city is the capital",
+                                   "documents": PASSAGES, "top_n": 5})
             tei = client.post("/rerank", headers=headers, json={"query": "which city is the capital",
                                                                 "texts": PASSAGES})
             info = client.get("/info", headers=headers)
