@@ -1,12 +1,14 @@
 """Benchmark the HTTP service against the library on the same weights, in the same run.
 
 Latency p50/p99 and pairs/s at 1, 8 and 32 concurrent clients, each request one query with ``--docs`` documents, for
-``--duration`` seconds per level; then the library's own throughput (``Reranker.rerank`` in a loop) on the same
-requests. The service runs as a separate process (``python -m crossrank.server.command``) so the clients' Python does
-not share its interpreter.
+``--duration`` seconds per level; then the library on the same requests: ``Reranker.rerank`` in a loop, and every pair
+in **one** ``Reranker.score`` call (the library's best case, which the service's shares are taken against). Last,
+one request of ``--latency-docs`` documents at a time: the service's median latency over the library's ``rerank`` of
+the same request. The service runs as a separate process (``python -m crossrank.server.command``) so the clients'
+Python does not share its interpreter.
 
     python benchmarks/serve.py --layers 2 --hidden 32 --device cpu --duration 10
-    python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --duration 30
+    python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --docs 50 --clients 8,32
 
 ``--soak SECONDS`` instead drives steady load (``--soak-clients`` concurrent clients, ``--docs`` documents of varying
 length per request, so batch shapes vary) for that long and samples the service process's RSS (VmRSS) and, on CUDA,
@@ -73,6 +75,44 @@ def bench_library(reranker: Reranker, requests: list[tuple[str, list[str]]], dur
     elapsed = time.perf_counter() - started
     return {"mode": "library", "clients": 1, "requests": i, "pairs_per_s": pairs / elapsed,
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99)}
+
+
+def bench_library_one_call(reranker: Reranker, requests: list[tuple[str, list[str]]], repeats: int = 3
+                           ) -> dict[str, Any]:
+    """Every pair of ``requests`` in one ``Reranker.score`` call: the median of ``repeats`` timed calls."""
+    pairs = [(query, doc) for query, docs in requests for doc in docs]
+    reranker.score(pairs[:256])  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        reranker.score(pairs)
+        times.append(time.perf_counter() - t)
+    return {"mode": "library, one call", "clients": 1, "requests": 1, "pairs": len(pairs),
+            "pairs_per_s": len(pairs) / statistics.median(times), "p50_ms": 1000 * statistics.median(times),
+            "p99_ms": 1000 * max(times)}
+
+
+def library_latencies(reranker: Reranker, requests: list[tuple[str, list[str]]]) -> list[float]:
+    """Seconds for ``Reranker.rerank`` of each request in turn, after one warm-up request."""
+    reranker.rerank(*requests[0])
+    out = []
+    for query, docs in requests:
+        t = time.perf_counter()
+        reranker.rerank(query, docs)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+async def service_latencies(url: str, requests: list[tuple[str, list[str]]]) -> list[float]:
+    """Seconds for each request posted alone (one client, one request at a time), after one warm-up request."""
+    out = []
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        await client.post("/v1/rerank", json={"query": requests[0][0], "documents": requests[0][1]})
+        for query, docs in requests:
+            t = time.perf_counter()
+            (await client.post("/v1/rerank", json={"query": query, "documents": docs})).raise_for_status()
+            out.append(time.perf_counter() - t)
+    return out
 
 
 async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float
@@ -237,6 +277,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per measurement.")
     parser.add_argument("--docs", type=int, default=100, help="Documents per request.")
     parser.add_argument("--clients", default="1,8,32", help="Concurrency levels, comma-separated.")
+    parser.add_argument("--latency-docs", type=int, default=100,
+                        help="Documents in each request of the one-request-at-a-time latency comparison.")
+    parser.add_argument("--latency-requests", type=int, default=20,
+                        help="Requests timed one at a time, by the library and by the service.")
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--json", help="Also write the rows to this file.")
     parser.add_argument("--soak", type=float, metavar="SECONDS",
@@ -254,30 +298,51 @@ def main() -> None:
         model_dir = args.model_dir or str(build_random_reranker(Path(tmp) / "model", layers=args.layers,
                                                                 hidden=args.hidden, heads=args.heads))
         requests = make_requests(64, args.docs)
+        single = make_requests(args.latency_requests, args.latency_docs, seed=2)
         reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
-        rows = [bench_library(reranker, requests, args.duration)]
+        rows = [bench_library(reranker, requests, args.duration), bench_library_one_call(reranker, requests)]
+        library_single = library_latencies(reranker, single)
+        tokens = statistics.median(len(e) for e in reranker.encode([(q, d) for q, docs in requests[:4] for d in docs]))
         reranker.close()
         del reranker  # free the device before the service loads its own copy
         proc, url = start_service(model_dir, args.device, args.max_batch_tokens)
         try:
             for clients in (int(c) for c in args.clients.split(",")):
                 rows.append(asyncio.run(bench_service(url, requests, clients, args.duration)))
+            service_single = asyncio.run(service_latencies(url, single))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-        library = rows[0]["pairs_per_s"]
+        one_call = rows[1]["pairs_per_s"]
         for row in rows:
-            row["share_of_library"] = row["pairs_per_s"] / library
+            row["share_of_library"] = row["pairs_per_s"] / one_call
+        latency = {"docs": args.latency_docs, "requests": len(single),
+                   "library_p50_ms": 1000 * statistics.median(library_single),
+                   "service_p50_ms": 1000 * statistics.median(service_single)}
+        latency["service_over_library"] = latency["service_p50_ms"] / latency["library_p50_ms"]
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
-        print(f"# device={args.device} machine={platform.node()} cpus={os.cpu_count()} docs/request={args.docs} "
-              f"duration={args.duration}s model={model} date={time.strftime('%Y-%m-%d')}")
-        print("| mode | clients | requests | pairs/s | share of library | p50 ms | p99 ms |")
+        meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
+                "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens, "duration": args.duration,
+                "model": model, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": " ".join(sys.argv)}
+        print(" ".join(f"{k}={v}" for k, v in meta.items()))
+        print("| mode | clients | requests | pairs/s | share of the library's one call | p50 ms | p99 ms |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
             print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['pairs_per_s']:.0f} | "
-                  f"{100 * r['share_of_library']:.0f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+                  f"{100 * r['share_of_library']:.1f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+        print(f"one request of {args.latency_docs} documents, median of {len(single)}: library rerank "
+              f"{latency['library_p50_ms']:.1f} ms, service {latency['service_p50_ms']:.1f} ms "
+              f"({latency['service_over_library']:.3f}x)")
         if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=2))
+            Path(args.json).write_text(json.dumps({**meta, "rows": rows, "latency": latency}, indent=2))
+
+
+def gpu_name(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_name()
 
 
 def soak(args: argparse.Namespace) -> None:

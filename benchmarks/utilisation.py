@@ -84,13 +84,11 @@ def profile(fn: Callable[[], Any]) -> dict[str, Any]:
 
 def model_pass(backend: Any, encoded: Sequence[Any], budget: int) -> Callable[[], None]:
     """One model-only pass over ``encoded`` in crossrank's batches of ``budget`` tokens: every batch queued on the
-    GPU (``forward_device`` where the backend has it), then one wait for all of them."""
+    GPU (``forward`` returns the logits on the device without waiting), then one wait for all of them."""
     batches = pack_batches([len(e) for e in encoded], budget, padded=backend.padded)
-    forward = getattr(backend, "forward_device", backend.forward)
-
     def run() -> None:
         for batch in batches:
-            forward([encoded[i] for i in batch])
+            backend.forward([encoded[i] for i in batch])
         torch.cuda.synchronize()
 
     return run

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from crossrank.backends.fused import ATTENTION_CONFIG, attention_items
 
+pytestmark = pytest.mark.slow  # Triton's interpreter runs the kernels
+
 LAYER_NORM_SHAPES = [(1, 64), (17, 384), (3, 1000)]
 HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 ATTENTION_LENGTHS = [[1], [5, 64, 65, 1], [130, 17, 3, 200]]

@@ -38,7 +38,7 @@ def _close(a: list[float], b: list[float], tol: float = TOL) -> None:
     assert worst < tol, worst
 
 
-@pytest.fixture(scope="module", params=["tiny", "mid"])
+@pytest.fixture(scope="module", params=["tiny", pytest.param("mid", marks=pytest.mark.slow)])
 def model_dir(request: pytest.FixtureRequest) -> Path:
     return Path(request.getfixturevalue(f"{request.param}_model_dir"))
 

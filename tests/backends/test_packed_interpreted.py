@@ -21,6 +21,8 @@ from crossrank import Reranker
 from crossrank.backends.packed import PackedBackend
 from crossrank.testing import generated_sentences
 
+pytestmark = pytest.mark.slow  # Triton's interpreter runs the kernels
+
 
 def _pairs(n: int = 8, seed: int = 0) -> list[tuple[str, str]]:
     rng = random.Random(seed)

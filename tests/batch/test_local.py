@@ -107,6 +107,7 @@ def test_other_settings_are_refused_on_an_existing_output(tiny_reranker: Reranke
         run_local(tiny_reranker, small, tmp_path / "other")
 
 
+@pytest.mark.slow  # starts a worker process per device
 def test_a_job_on_two_devices_scores_like_one(tiny_reranker: Reranker, flat_parquet: Path, tmp_path: Path) -> None:
     # Several devices: the library's worker processes (the default), the same slices, so the same scores.
     settings = dataclasses.replace(tiny_reranker.settings, devices="cpu,cpu")

@@ -327,6 +327,7 @@ def run_module(args: list[str], tmp_path: Path, input: str | None = None) -> sub
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # starts the CLI in a new interpreter
 def test_subprocess_help(tmp_path: Path) -> None:
     proc = run_module(["--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -335,6 +336,7 @@ def test_subprocess_help(tmp_path: Path) -> None:
         assert command in proc.stdout
 
 
+@pytest.mark.slow  # starts the CLI in a new interpreter
 def test_subprocess_rerank_json_from_stdin(tiny_model_dir: Path, tmp_path: Path,
                                            expected: list) -> None:  # type: ignore[type-arg]
     proc = run_module(rerank_args(tiny_model_dir, "-", "--format", "json"), tmp_path, input="\n".join(PASSAGES))
@@ -342,6 +344,7 @@ def test_subprocess_rerank_json_from_stdin(tiny_model_dir: Path, tmp_path: Path,
     assert_same(rows_of(json.loads(proc.stdout)), expected)
 
 
+@pytest.mark.slow  # starts the CLI in a new interpreter
 def test_subprocess_check_offline_without_the_model(tmp_path: Path) -> None:
     proc = run_module(["check", "--model", "BAAI/bge-reranker-v2-m3"], tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -28,6 +28,7 @@ def second_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_for_tes
     return build_random_reranker(tmp_path_factory.mktemp("second") / "second", seed=5, tokenizer=tokenizer_for_tests)
 
 
+@pytest.mark.slow  # a full eval over the toy set, a chart drawn
 def test_eval_writes_a_report_runs_and_a_chart(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = invoke(str(toy_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--top-k", "4",
@@ -60,6 +61,7 @@ def test_eval_writes_a_report_runs_and_a_chart(toy_dir: Path, tiny_model_dir: Pa
     assert again["scored"] == 0 and again["cached"] == entry["timings"]["pairs"]
 
 
+@pytest.mark.slow  # two models over the toy set
 def test_compare_puts_several_models_in_one_report(toy_dir: Path, tiny_model_dir: Path, second_model_dir: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "cmp"
