@@ -281,7 +281,8 @@ def main() -> None:
                         help="Documents in each request of the one-request-at-a-time latency comparison.")
     parser.add_argument("--latency-requests", type=int, default=20,
                         help="Requests timed one at a time, by the library and by the service.")
-    parser.add_argument("--max-batch-tokens", type=int, default=16384)
+    parser.add_argument("--max-batch-tokens", type=int, default=0,
+                        help="Token budget of a batch; 0: the device's default.")
     parser.add_argument("--json", help="Also write the rows to this file.")
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="Soak mode: steady load for this long while sampling the service's memory.")
