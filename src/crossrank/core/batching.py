@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 ENCODE_SLICE = 256
 """Most pairs tokenised at a time: the next slices are tokenised while the device scores this one, so a slice must
-tokenise faster than the devices score the ones before it (benchmarks/RESULTS.md)."""
+tokenise faster than the devices score the ones before it."""
 FIRST_ENCODE_SLICE = 16
 """Pairs in the first slice: nothing overlaps its tokenisation, so it is small and the device starts early."""
 ENCODE_GROWTH = 1.5
