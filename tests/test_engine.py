@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from crossrank.core.batching import encode_slices
 from crossrank.engine import (
     BatchStats,
     Engine,
@@ -96,6 +97,43 @@ async def test_queue_full_and_request_too_large(tiny_reranker) -> None:  # type:
         await engine.stop()
 
 
+async def test_a_long_request_reaches_the_model_while_the_rest_is_tokenised(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    real = tiny_reranker.runtime.backend
+    in_model = threading.Event()
+    slices: list[int] = []
+
+    class WatchedBackend:
+        name, device, dtype, padded = "watched", real.device, real.dtype, real.padded
+
+        def forward(self, batch):  # type: ignore[no-untyped-def]
+            in_model.set()
+            return real.forward(batch)
+
+    class SlowTokenizingReranker:
+        settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
+        runtime = DeviceRuntime(WatchedBackend(), tiny_reranker.settings.max_batch_tokens)
+
+        @staticmethod
+        def encode(pairs, long_passages=None):  # type: ignore[no-untyped-def]
+            slices.append(len(pairs))
+            if len(slices) == 2:  # the second slice is tokenised only once the first is in the model
+                assert in_model.wait(10), "the model saw nothing before the whole request was tokenised"
+            return tiny_reranker.encode(pairs, long_passages)
+
+    passages = list(generated_sentences(100, seed=4))
+    engine = Engine(SlowTokenizingReranker())  # type: ignore[arg-type]
+    await engine.start(warm_up=False)
+    try:
+        outcome = await engine.rerank("which city is the capital", passages)
+    finally:
+        await engine.stop()
+    SlowTokenizingReranker.runtime.close()
+    assert slices == [end - start for start, end in encode_slices(len(passages))]
+    expected = tiny_reranker.rerank("which city is the capital", passages)
+    assert [r.index for r in outcome.results] == [r.index for r in expected]
+    assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
 async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
     gate = threading.Event()
     real = tiny_reranker.runtime.backend
@@ -152,6 +190,11 @@ async def test_errors(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
             await engine.rerank("q", ["short", long_text], truncate=False)
         ok = await engine.rerank("q", ["short", "also short"], truncate=False)
         assert sorted(r.index for r in ok.results) == [0, 1]
+        late = ["short"] * 30 + [long_text]  # in the request's second slice: its index in the request is named
+        with pytest.raises(InputTooLongError, match="first: index 30"):
+            await engine.rerank("q", late, truncate=False)
+        assert engine.queued_pairs == 0
+        assert len((await engine.rerank("q", ["still serving"])).results) == 1
     finally:
         await engine.stop()
     with pytest.raises(EngineNotRunningError):

@@ -1,12 +1,13 @@
 """The asynchronous engine under the HTTP service (and Ray Serve): many callers, one model.
 
 Pairs, not requests, are the unit of work. ``await engine.rerank(query, texts)`` tokenises its pairs on a tokeniser
-thread (off the event loop, so the next pairs are ready while the model runs), then puts every encoded sequence in one
-shared queue. A scheduler thread takes a window of queued sequences, packs them under the token budget with
-:func:`crossrank.core.batching.pack_batches` (so sequences of concurrent requests share batches) and submits each
-batch to the reranker's runtime (:mod:`crossrank.runtime`), which launches it while the ones before it run, on one
-device or several; as each batch's logits come back they go to the requests they belong to. A request whose caller
-went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself is
+thread (off the event loop), in the library's growing slices (:func:`crossrank.core.batching.encode_slices`), and puts
+each slice's encoded sequences in one shared queue as soon as it is ready, so the model starts on a long request while
+the rest of it is still being tokenised. A scheduler thread takes a window of queued sequences, packs them under the
+token budget with :func:`crossrank.core.batching.pack_batches` (so sequences of concurrent requests share batches) and
+submits each batch to the reranker's runtime (:mod:`crossrank.runtime`), which launches it while the ones before it
+run, on one device or several; as each batch's logits come back they go to the requests they belong to. A request
+whose caller went away (its task was cancelled) is skipped before its sequences reach the model. Ranking itself is
 :mod:`crossrank.core.ranking`'s, exactly as in :class:`crossrank.Reranker`.
 
 Nothing here knows about HTTP: errors are plain exceptions the server maps to status codes.
@@ -22,10 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from crossrank.core.batching import pack_batches
+from crossrank.core.batching import encode_slices, pack_batches
 from crossrank.core.errors import CrossrankError
 from crossrank.core.inputs import check_passages, check_query, check_top_k
 from crossrank.core.ranking import RerankResult, aggregate_chunks, rank
@@ -112,14 +113,16 @@ class EngineStats:
 
 @dataclass(eq=False)
 class _Request:
-    """One caller's sequences in flight; touched by the worker thread only through ``_deliver``/``_fail``."""
+    """One caller's sequences in flight, queued slice by slice; ``encoded``, ``logits``, ``remaining`` and ``sealed``
+    change under the engine's deliver lock only."""
 
-    encoded: list[EncodedPair]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[float]]
-    enqueued_at: float
+    enqueued_at: float = 0.0
+    encoded: list[EncodedPair] = field(default_factory=list)
     logits: list[float | None] = field(default_factory=list)
-    remaining: int = 0
+    remaining: int = 0  # sequences queued and not answered yet
+    sealed: bool = False  # every slice is queued: the answer goes out when ``remaining`` reaches 0
     cancelled: bool = False
     failed: bool = False
     first_batch_at: float | None = None
@@ -370,18 +373,17 @@ class Engine:
         loop = asyncio.get_running_loop()
         pairs = [(query, p) for p in passages]
         assert self._tokenizer_pool is not None
-        encoded = await loop.run_in_executor(self._tokenizer_pool, self._encode, pairs, long_passages, truncate)
-        request = _Request(encoded, loop, loop.create_future(), time.perf_counter())
-        request.logits = [None] * len(encoded)
-        request.remaining = len(encoded)
-        with self._cond:
-            self._queue.extend(_Item(request, i) for i in range(len(encoded)))
-            self._cond.notify()
+        request = _Request(loop, loop.create_future())
         try:
+            for start, end in encode_slices(len(pairs)):
+                encoded = await loop.run_in_executor(self._tokenizer_pool, self._encode, pairs[start:end],
+                                                     long_passages, truncate, start)
+                self._enqueue(request, encoded, last=end == len(pairs))
             logits = await self._await_start(request)
-        except asyncio.CancelledError:
-            request.cancelled = True  # the worker drops its sequences that have not reached the model yet
+        except BaseException:  # cancelled, or a passage too long: the worker drops what has not reached the model
+            request.cancelled = True
             raise
+        encoded = request.encoded
         if len(encoded) == len(pairs):
             raw, chunks = logits, [0] * len(pairs)
         else:
@@ -398,18 +400,35 @@ class Engine:
             batches=request.batches,
         )
 
-    def _encode(self, pairs: list[tuple[str, str]], long_passages: str | None, truncate: bool) -> list[EncodedPair]:
+    def _encode(self, pairs: list[tuple[str, str]], long_passages: str | None, truncate: bool,
+                offset: int) -> list[EncodedPair]:
+        """The sequences of the slice of pairs that starts at pair ``offset`` of the request, numbered in it."""
         if truncate:
-            return self.reranker.encode(pairs, long_passages)
-        # Chunking's first window is exactly what truncation keeps, so a passage that fits gives one chunk either way.
-        encoded = self.reranker.encode(pairs, "chunk")
-        too_long = sorted({e.pair for e in encoded if e.chunk > 0})
-        if too_long:
-            raise InputTooLongError(
-                f"{len(too_long)} passage(s) (first: index {too_long[0]}) do not fit in max_length="
-                f"{self.reranker.max_length} tokens beside the query, and truncation was turned off"
-            )
-        return encoded
+            encoded = self.reranker.encode(pairs, long_passages)
+        else:
+            # Chunking's first window is exactly what truncation keeps, so a passage that fits gives one chunk.
+            encoded = self.reranker.encode(pairs, "chunk")
+            too_long = sorted({e.pair for e in encoded if e.chunk > 0})
+            if too_long:
+                raise InputTooLongError(
+                    f"{len(too_long)} passage(s) (first: index {offset + too_long[0]}) do not fit in max_length="
+                    f"{self.reranker.max_length} tokens beside the query, and truncation was turned off"
+                )
+        return [replace(e, pair=e.pair + offset) for e in encoded] if offset else encoded
+
+    def _enqueue(self, request: _Request, encoded: list[EncodedPair], last: bool) -> None:
+        """Queue one slice's sequences for the worker; ``last``: the request has no more."""
+        with self._cond:
+            with self._deliver_lock:
+                if not request.encoded:
+                    request.enqueued_at = time.perf_counter()
+                first = len(request.encoded)
+                request.encoded.extend(encoded)
+                request.logits.extend([None] * len(encoded))
+                request.remaining += len(encoded)
+                request.sealed = last
+            self._queue.extend(_Item(request, first + i) for i in range(len(encoded)))
+            self._cond.notify()
 
     # ---- the worker's side -----------------------------------------------------------------------------------------
 
@@ -470,6 +489,7 @@ class Engine:
         lengths = [len(it.sequence) for it in items]
         stats = BatchStats(len(items), max(lengths) * len(lengths) if self.runtime.padded else sum(lengths),
                            len(requests), ended - started)
+        self._record(stats)  # counted before any caller has its answer
         with self._deliver_lock:
             for r in requests:
                 r.last_batch_end = max(ended, r.last_batch_end or ended)
@@ -478,9 +498,8 @@ class Engine:
                 r = item.request
                 r.logits[item.position] = value
                 r.remaining -= 1
-                if r.remaining == 0:
+                if r.remaining == 0 and r.sealed:
                     _call_in_loop(r.loop, _set_result, r.future, [float(v) for v in r.logits if v is not None])
-        self._record(stats)
 
     def _record(self, stats: BatchStats) -> None:
         with self._stats_lock:

@@ -61,9 +61,11 @@ class GatedBackend:
 
     def __init__(self, inner: Any, gate: threading.Event) -> None:
         self.inner, self.gate = inner, gate
+        self.entered = threading.Event()  # set when a batch reaches the door
         self.name, self.device, self.dtype, self.padded = "gated", inner.device, inner.dtype, inner.padded
 
     def forward(self, batch: Any) -> torch.Tensor:
+        self.entered.set()
         self.gate.wait(30)
         return self.inner.forward(batch)
 

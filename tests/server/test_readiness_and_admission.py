@@ -19,15 +19,17 @@ async def _gated_client(make_client: MakeClient, tiny_reranker: Any, **settings:
     client = await make_client(reranker=FakeReranker(tiny_reranker, GatedBackend(tiny_reranker.runtime.backend, gate)),
                                **settings)
     gate.clear()
+    client.app.state.engine.runtime.backend.entered.clear()
     return client, gate
 
 
-async def _until_queued(engine: Any) -> None:
+async def _until_in_model(engine: Any) -> None:
+    """Until a batch waits at the gated backend's door: its request has started, and a later one cannot join it."""
     for _ in range(500):
-        if engine.queued_pairs:
+        if engine.runtime.backend.entered.is_set():
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("nothing was queued")
+    raise AssertionError("no batch reached the model")
 
 
 async def test_health_does_no_model_work_and_stays_ok_while_busy(make_client: MakeClient, tiny_reranker: Any) -> None:
@@ -35,7 +37,7 @@ async def test_health_does_no_model_work_and_stays_ok_while_busy(make_client: Ma
     engine = client.app.state.engine
     batches = engine.stats().batches
     busy = asyncio.create_task(client.post("/v1/rerank", json=BODY))
-    await _until_queued(engine)
+    await _until_in_model(engine)
     probes = await asyncio.wait_for(asyncio.gather(*(client.get("/health") for _ in range(50))), 5)
     assert {p.status_code for p in probes} == {200}  # busy is not unhealthy
     assert engine.queued_pairs == len(BODY["documents"])  # the probes queued nothing
@@ -49,7 +51,7 @@ async def test_health_is_503_when_queued_work_stalls_or_the_worker_died(make_cli
     client, gate = await _gated_client(make_client, tiny_reranker, health_stall_seconds=0.3)
     engine = client.app.state.engine
     busy = asyncio.create_task(client.post("/v1/rerank", json=BODY))
-    await _until_queued(engine)
+    await _until_in_model(engine)
     assert (await client.get("/health")).status_code == 200
     await asyncio.sleep(0.5)
     stalled = await client.get("/health")
@@ -69,7 +71,7 @@ async def test_a_request_that_cannot_start_in_time_is_503_with_retry_after(make_
     client, gate = await _gated_client(make_client, tiny_reranker, max_queue_seconds=0.5)
     engine = client.app.state.engine
     first = asyncio.create_task(client.post("/v1/rerank", json=BODY))
-    await _until_queued(engine)
+    await _until_in_model(engine)
     engine._pairs_per_second = None  # no throughput known: only the start deadline can refuse it
     late = await client.post("/v2/rerank", json=BODY)
     assert late.status_code == 503 and late.json()["error_type"] == "overloaded"
