@@ -74,6 +74,9 @@ class DeviceRuntime:
         if max_batch_tokens < 1:
             raise ValueError("max_batch_tokens must be at least 1")
         self.backend = backend
+        self.devices = [str(backend.device)]
+        self.padded = backend.padded
+        self.backend_name = backend.name
         self.max_batch_tokens = max_batch_tokens
         self._room = threading.Semaphore(max(1, depth))
         self._launch_lock = threading.Lock()  # a backend runs one batch at a time (CUDA graphs, buffers)
@@ -82,18 +85,6 @@ class DeviceRuntime:
         self._collector = threading.Thread(target=self._collect, name=f"crossrank-collect-{backend.device}",
                                            daemon=True)
         self._collector.start()
-
-    @property
-    def devices(self) -> list[str]:
-        return [str(self.backend.device)]
-
-    @property
-    def padded(self) -> bool:
-        return self.backend.padded
-
-    @property
-    def backend_name(self) -> str:
-        return self.backend.name
 
     def submit(self, encoded: Sequence[EncodedPair], max_batch_tokens: int | None = None) -> Future[list[float]]:
         """Launch ``encoded`` in batches under ``max_batch_tokens`` (default: this runtime's) and return a future of

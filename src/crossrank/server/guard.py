@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crossrank.server.asgi import HttpMiddleware
 from crossrank.server.errors import error_response
 
 SECURITY_HEADERS = [
@@ -41,20 +42,17 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-class RequestGuardMiddleware:
+class RequestGuardMiddleware(HttpMiddleware):
     """Answers, before any route runs: 404 for control characters in the path, 431 for more than ``max_headers``
     headers, 405 (with ``Allow``) for a method a route does not take, 415 for a body that is not JSON. HEAD on a GET
     route is answered as GET without the body."""
 
     def __init__(self, app: ASGIApp, *, routes: Sequence[Route], max_headers: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.routes = routes
         self.max_headers = max_headers
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if has_control_characters(scope["path"]):
             # No resource here has control characters in its name: a 404, whatever the route (a model id included).
             await error_response(404, "not_found", "no such path: it holds control characters")(scope, receive, send)

@@ -9,6 +9,7 @@ import uuid
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crossrank.server.asgi import HttpMiddleware
 from crossrank.server.errors import error_response
 from crossrank.server.guard import with_security_headers
 from crossrank.server.metrics import ServiceMetrics
@@ -16,19 +17,16 @@ from crossrank.server.metrics import ServiceMetrics
 log = logging.getLogger("crossrank.server")
 
 
-class RequestContextMiddleware:
+class RequestContextMiddleware(HttpMiddleware):
     """Give each request an id (``x-request-id``) and the security headers, count it by route template and status,
     and turn an unhandled exception into a logged 500 carrying that id. Bodies are never logged; paths are logged
     escaped (a path may carry CR/LF)."""
 
     def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = with_security_headers(send)
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -69,17 +67,14 @@ class _BodyTooLarge(StarletteHTTPException):
         super().__init__(status_code=413, detail=message)
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """413 for a body over ``limit`` bytes: at once from Content-Length, or while reading a chunked body."""
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body is larger than the payload limit of {self.limit} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
