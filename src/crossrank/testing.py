@@ -87,14 +87,28 @@ def build_random_reranker(
     int8/fp8 quantisation, and what random weights alone would hide. ``head_std`` sets the spread of the classifier's
     weights, so that logits differ between pairs as a trained head's do.
     """
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
-
     path = Path(path)
     tokenizer = tokenizer if tokenizer is not None else train_tokenizer(vocab_size, seed)
     tokenizer.model_max_length = max_positions - 2
+    model = _random_model(len(tokenizer), layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
+                          max_positions=max_positions, seed=seed, init_std=init_std)
+    _shape_weights(model, hidden=hidden, seed=seed, outlier_channels=outlier_channels, outlier_scale=outlier_scale,
+                   head_std=head_std)
+    model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _random_model(vocab_size: int, *, layers: int, hidden: int, heads: int, intermediate: int | None,
+                  max_positions: int, seed: int, init_std: float) -> Any:
+    """A one-logit XLMRobertaForSequenceClassification, seeded with ``seed``, its matrices drawn with ``init_std``."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
     config = XLMRobertaConfig(  # type: ignore[call-arg]
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -114,6 +128,15 @@ def build_random_reranker(
             for param in model.parameters():
                 if param.dim() > 1:
                     param.normal_(0.0, init_std)
+    return model
+
+
+def _shape_weights(model: Any, *, hidden: int, seed: int, outlier_channels: int, outlier_scale: float,
+                   head_std: float | None) -> None:
+    """Give ``outlier_channels`` channels LayerNorm gains ``outlier_scale`` times the rest, and the classifier's
+    matrices the spread ``head_std`` (see :func:`build_random_reranker`)."""
+    import torch
+
     with torch.no_grad():
         if outlier_channels:
             channels = torch.randperm(hidden, generator=torch.Generator().manual_seed(seed))[:outlier_channels]
@@ -124,8 +147,3 @@ def build_random_reranker(
             for param in model.classifier.parameters():
                 if param.dim() > 1:
                     param.normal_(0.0, head_std)
-    model.eval()
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path

@@ -39,14 +39,15 @@ def kernels(request: dict[str, tuple[str, tuple[Any, ...]]]) -> dict[str, torch.
 def packed(request: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from crossrank.backends import packed as packed_backend
+    from crossrank.backends.packed import backend as packed_backend
+    from crossrank.backends.packed import graphs as packed_graphs
     from crossrank.core.tokenize import PairEncoder
 
     # The interpreter runs the kernels on CPU tensors, so let the backend take its CUDA path on the CPU; and pad to a
     # graph's shape in steps of 128 tokens instead of 1,024, which keeps the interpreter's work small.
     fused.available = lambda device, dtype: dtype in fused.HALF
     packed_backend._flash_attention_capable = lambda device: True
-    packed_backend.GRAPH_TOKEN_STEP = 128
+    packed_graphs.GRAPH_TOKEN_STEP = 128
     model = AutoModelForSequenceClassification.from_pretrained(request["model_dir"], dtype=torch.float16).eval()
     backend = packed_backend.PackedBackend(model, device=torch.device("cpu"), dtype=torch.float16, graphs=False)
     tokenizer = AutoTokenizer.from_pretrained(request["model_dir"])

@@ -11,8 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import crossrank.backends.packed as packed_module
+import crossrank.backends.packed.backend as packed_backend
+import crossrank.backends.packed.graphs as packed_graphs
+import crossrank.backends.packed.layers as packed_layers
 from crossrank import Reranker
+from crossrank.backends import fused
 from crossrank.backends.packed import PackedBackend, cpu_linear, gemm_epilogue, supports
 from crossrank.testing import generated_sentences
 
@@ -185,7 +188,7 @@ def test_cpu_linear_falls_back_when_the_private_op_breaks(monkeypatch: pytest.Mo
     def broken(*_: object) -> torch.Tensor:
         raise RuntimeError("op changed")
 
-    monkeypatch.setattr(packed_module, "_onednn_linear", broken)
+    monkeypatch.setattr(packed_layers, "_onednn_linear", broken)
     assert cpu_linear(torch.device("cpu"), torch.float32) is F.linear
 
 
@@ -216,8 +219,8 @@ def test_post_attention_uses_the_fused_up_projection_where_given() -> None:
         calls.append(h.shape)
         return F.gelu(F.linear(h, w, b))
 
-    want = packed_module._post_attention(ctx, x, *weights, F.gelu)  # type: ignore[arg-type]
-    got = packed_module._post_attention(ctx, x, *weights, F.relu, up=up)  # type: ignore[arg-type]
+    want = packed_layers._post_attention(ctx, x, *weights, F.gelu)  # type: ignore[arg-type]
+    got = packed_layers._post_attention(ctx, x, *weights, F.relu, up=up)  # type: ignore[arg-type]
     assert calls == [torch.Size([5, hidden])]
     torch.testing.assert_close(got, want)
 
@@ -236,8 +239,8 @@ def _bare_backend(device: str = "cuda", dtype: torch.dtype = torch.float16) -> P
 ])
 def test_attention_choice_follows_the_gpu(monkeypatch, capability, triton_ok, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(packed_module, "_varlen_attention", lambda: (lambda *a: None))
-    monkeypatch.setattr(packed_module.fused, "available", lambda device, dtype: triton_ok)
+    monkeypatch.setattr(packed_backend, "_varlen_attention", lambda: (lambda *a: None))
+    monkeypatch.setattr(fused, "available", lambda device, dtype: triton_ok)
     assert _bare_backend()._choose_attention("auto") == expected
     assert _bare_backend(dtype=torch.float32)._choose_attention("auto") == "sdpa"
 
@@ -253,8 +256,8 @@ def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch
         calls.append("varlen")
         return q
 
-    monkeypatch.setattr(packed_module.fused, "varlen_attention_items", broken)
-    monkeypatch.setattr(packed_module, "_varlen_attention", lambda: varlen)
+    monkeypatch.setattr(fused, "varlen_attention_items", broken)
+    monkeypatch.setattr(packed_backend, "_varlen_attention", lambda: varlen)
     backend = _bare_backend()
     backend.attention_kind, backend.graphs = "triton", True
     q = torch.zeros(5, 2, 64)
@@ -267,7 +270,7 @@ def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch
     assert "Triton attention kernel failed" in caplog.text
 
     backend.attention_kind = "triton"
-    monkeypatch.setattr(packed_module.fused, "varlen_attention_items",
+    monkeypatch.setattr(fused, "varlen_attention_items",
                         lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
     with pytest.raises(torch.OutOfMemoryError):
         backend._attend(q, q, q, cu, cu, 3, items=items)
@@ -275,8 +278,8 @@ def test_a_failing_triton_attention_kernel_falls_back_to_varlen_once(monkeypatch
 
 @pytest.mark.parametrize(("tokens", "sequences"), [(1, 1), (1024, 16), (1025, 17), (30_000, 150), (32_768, 4000)])
 def test_graph_bucket_holds_the_batch_and_its_attention_work(tokens: int, sequences: int) -> None:
-    padded_tokens, padded_sequences, items = packed_module.graph_bucket(tokens, sequences, 64)
-    assert padded_tokens % packed_module.GRAPH_TOKEN_STEP == 0 and tokens <= padded_tokens < tokens + 1024
+    padded_tokens, padded_sequences, items = packed_graphs.graph_bucket(tokens, sequences, 64)
+    assert padded_tokens % packed_graphs.GRAPH_TOKEN_STEP == 0 and tokens <= padded_tokens < tokens + 1024
     assert padded_sequences >= max(sequences, 16) and padded_sequences & (padded_sequences - 1) == 0
     assert padded_sequences < 2 * max(sequences, 16)
     assert items >= tokens // 64 + sequences  # attention_items' bound for any split of the tokens
@@ -292,7 +295,7 @@ def test_graph_inputs_are_padded_with_empty_sequences_and_no_work(tiny_reranker:
     exact = backend._inputs(encoded)
     assert (exact.tokens, exact.sequences, exact.items) == (sum(lengths), 5, 0)  # CPU attention needs no work list
     padded = backend._inputs(encoded, graph=True)
-    tokens, sequences, items = packed_module.graph_bucket(sum(lengths), 5, 64)
+    tokens, sequences, items = packed_graphs.graph_bucket(sum(lengths), 5, 64)
     assert (padded.tokens, padded.sequences, padded.items) == (tokens, sequences, items)
     flat, total = padded.host, sum(lengths)
     assert flat.numel() == 3 * tokens + sequences + 1 + items

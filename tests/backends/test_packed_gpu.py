@@ -219,9 +219,9 @@ def test_cuda_graphs_from_several_threads_give_each_caller_its_own_scores(mid_mo
 
 def test_cuda_graphs_stop_at_graph_most_and_longer_sequences_run_op_by_op(mid_model_dir: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from crossrank.backends import packed as packed_module
+    from crossrank.backends.packed import backend as packed_backend
 
-    monkeypatch.setattr(packed_module, "GRAPH_MOST", 2)
+    monkeypatch.setattr(packed_backend, "GRAPH_MOST", 2)
     r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed", max_batch_tokens=2048)
     eager = _graphs_off(Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed",
                                  max_batch_tokens=2048))

@@ -5,9 +5,9 @@ block computes ``x + residual`` (one pass over ``[tokens, hidden]``) and then La
 kernel; the sum is rounded to the input dtype first, as the unfused ``x + residual`` would be, and the statistics are
 computed in float32 as PyTorch's LayerNorm does, so the result differs from the unfused ops by rounding only.
 
-Measured on an H100 (benchmarks/RESULTS.md, benchmarks/fused_probe.py): 0.038 ms instead of 0.078 ms at 16,384
-tokens x 1,024, model-only throughput +6.7%. Bias + exact GELU fused into the feed-forward GEMM was tried as a Triton
-kernel too (plain and persistent-TMA); it was no faster than cuBLAS followed by PyTorch's GELU, so it is not used.
+Measured on an H100: 0.038 ms instead of 0.078 ms at 16,384 tokens x 1,024, model-only throughput +6.7%. Bias + exact
+GELU fused into the feed-forward GEMM was tried as a Triton kernel too (plain and persistent-TMA); it was no faster than
+cuBLAS followed by PyTorch's GELU, so it is not used.
 
 :func:`varlen_attention` is FlashAttention's online-softmax recurrence for packed sequences (one program per query
 block of a sequence and head, taken from a work list built on the host with the batch's other inputs, so the launch
@@ -119,8 +119,8 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
 
 
 ATTENTION_CONFIG: dict[str, int] = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
-"""Tile shape measured fastest of eight on an H100 (benchmarks/fused_probe.py): 1.34 ms against FlashAttention-2's
-1.77 ms for one layer's attention over 12 batches of the benchmark's pairs."""
+"""Tile shape measured fastest of eight on an H100: 1.34 ms against FlashAttention-2's 1.77 ms for one layer's
+attention over 12 batches of the benchmark's pairs."""
 ATTENTION_HEAD_DIMS = (16, 32, 64, 128)
 ATTENTION_MAX_LEN = 1024
 """Longest sequence the packed backend hands to :func:`varlen_attention`; longer batches go to FlashAttention-2, the

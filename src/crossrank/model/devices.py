@@ -23,7 +23,7 @@ DTYPES: dict[str, torch.dtype] = {
 
 GPU_BATCH_TOKENS = 32768
 """Default token budget of one batch on a GPU: measured faster than 16,384 end to end (benchmarks/RESULTS.md), and
-bge-reranker-v2-m3 in fp16 peaks at about 2.1 GB with it (the issue's limit is 2.5 GB)."""
+bge-reranker-v2-m3 in fp16 peaks at about 2.1 GB with it, under 2.5 GB."""
 CPU_BATCH_TOKENS = 2048
 """Default token budget of one batch on the CPU: a ``[16384, 1536]`` feed-forward block is 100 MB, far beyond the
 caches; on the 2-core CPU with a MiniLM-sized model 1-4k tokens measured ~12-20% faster than 16k

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -91,6 +91,36 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
     """Build the service. ``engine``: an engine over an already loaded model (tests); else the model in
     ``settings.model`` is loaded at start-up. The app is ready (``/health`` 200) only after the warm-up."""
     metrics = ServiceMetrics()
+    app = FastAPI(
+        title="crossrank",
+        version=__version__,
+        summary="Cross-encoder reranking: Cohere v1/v2, Jina and TEI compatible.",
+        lifespan=_lifespan(settings, engine, metrics),
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = engine
+    app.state.ready = False
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+
+    async def on_client_gone(_: Request, __: Exception) -> Response:
+        return Response(status_code=CLIENT_GONE)
+
+    app.add_exception_handler(ClientGoneError, on_client_gone)
+    app.include_router(router)
+
+    page = public_page_paths(static_dir)
+    if page and static_dir is not None:
+        app.mount("/", _WithCsp(StaticFiles(directory=static_dir, html=True)), name="static")
+    _add_middleware(app, settings, metrics, page)
+    return app
+
+
+def _lifespan(settings: ServerSettings, engine: Engine | None, metrics: ServiceMetrics
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: load the model unless ``engine`` is given, start and warm up the engine, mark the app
+    ready; on shutdown finish what is queued and stop."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,28 +151,11 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             releaser.stop()
             current.remove_batch_listener(metrics.observe_batch)
 
-    app = FastAPI(
-        title="crossrank",
-        version=__version__,
-        summary="Cross-encoder reranking: Cohere v1/v2, Jina and TEI compatible.",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.engine = engine
-    app.state.ready = False
-    app.state.started_at = time.time()
-    install_error_handlers(app)
+    return lifespan
 
-    async def on_client_gone(_: Request, __: Exception) -> Response:
-        return Response(status_code=CLIENT_GONE)
 
-    app.add_exception_handler(ClientGoneError, on_client_gone)
-    app.include_router(router)
-
-    page = public_page_paths(static_dir)
-    if page and static_dir is not None:
-        app.mount("/", _WithCsp(StaticFiles(directory=static_dir, html=True)), name="static")
+def _add_middleware(app: FastAPI, settings: ServerSettings, metrics: ServiceMetrics, page: frozenset[str]) -> None:
+    """The service's middleware around the routes; ``page``: the web page's paths, public when a key is required."""
 
     def is_page_file(method: str, path: str) -> bool:
         return method in ("GET", "HEAD") and path in page
@@ -161,4 +174,3 @@ def create_app(settings: ServerSettings, engine: Engine | None = None, *, static
             allow_headers=["Authorization", "Content-Type"], expose_headers=["x-compute-time", "x-request-id"],
         )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    return app

@@ -22,7 +22,7 @@ from crossrank.engine import (
 from crossrank.runtime.device import DeviceRuntime
 from crossrank.testing import generated_sentences
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PASSAGES = list(generated_sentences(40, seed=3))
 
 

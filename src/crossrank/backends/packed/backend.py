@@ -37,231 +37,25 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from crossrank.backends import fused
+from crossrank.backends.packed.architectures import _BERT_TYPES, _base, supports
+from crossrank.backends.packed.attention import (
+    _flash_attention,
+    _flash_attention_capable,
+    _sdpa_per_sequence,
+    _varlen_attention,
+)
+from crossrank.backends.packed.graphs import GRAPH_MAX_TOKENS, GRAPH_MOST, _Graph, _Inputs, graph_bucket
+from crossrank.backends.packed.layers import _add_layer_norm, _post_attention, _PostWeights, cpu_linear, gemm_epilogue
 from crossrank.core.tokenize import EncodedPair
 from crossrank.model.devices import is_out_of_memory
 
-log = logging.getLogger(__name__)
-
-_ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
-_BERT_TYPES = ("bert",)
-_GELU_ACTS = ("gelu", "gelu_new", "gelu_python", "relu")
-
-GRAPH_TOKEN_STEP = 1024
-"""A batch replayed as a CUDA graph is padded to a multiple of this many tokens (at most 1,023 rows of padding, which
-every layer computes and nothing reads)."""
-GRAPH_MAX_TOKENS = 8192
-"""Largest batch replayed as a CUDA graph. A graph saves the host ~7 ms of kernel launches per batch, which is what a
-small batch costs (one query's first slices); a large one keeps the GPU busy for longer than its launches take, and
-ran ~2.5% slower as a graph on two H200s (benchmarks/RESULTS.md), so it runs op by op."""
-GRAPH_MOST = 64
-"""Most CUDA graphs one backend captures (one per padded shape); batches of any further shape run op by op."""
-
-
-def graph_bucket(tokens: int, sequences: int, block_m: int) -> tuple[int, int, int]:
-    """The padded shape ``(tokens, sequences, attention work items)`` of a batch replayed as a CUDA graph: tokens
-    rounded up to a multiple of :data:`GRAPH_TOKEN_STEP`, sequences up to a power of two (at least 16), and the most
-    work items ``tokens`` and ``sequences`` can need (:func:`crossrank.backends.fused.attention_items`).
-
-    >>> graph_bucket(30_000, 150, 64)
-    (30720, 256, 736)
-    """
-    padded_tokens = -(-max(tokens, 1) // GRAPH_TOKEN_STEP) * GRAPH_TOKEN_STEP
-    padded_sequences = max(16, 1 << (max(sequences, 1) - 1).bit_length())
-    return padded_tokens, padded_sequences, padded_tokens // block_m + padded_sequences
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """A batch's index tensors in one pinned host buffer: ids, positions and token types (``tokens`` each), the
-    ``sequences + 1`` offsets, then ``items`` attention work items. Padded (for a CUDA graph) where ``tokens`` and
-    ``sequences`` exceed the batch's own: padding rows are token 0 at the first position, padding sequences empty."""
-
-    host: torch.Tensor
-    tokens: int
-    sequences: int
-    items: int
-    cu_host: torch.Tensor  # the batch's own offsets (no padding sequences), on the host
-    max_len: int
-
-
-@dataclass(frozen=True)
-class _Graph:
-    graph: Any  # torch.cuda.CUDAGraph
-    inputs: torch.Tensor  # the device buffer the graph reads; each replay copies a batch's inputs into it first
-    logits: torch.Tensor  # the device tensor the graph writes
-
-
-def _base(model: Any) -> Any:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in _ROBERTA_TYPES:
-        return getattr(model, "roberta", None)
-    if model_type in _BERT_TYPES:
-        return getattr(model, "bert", None)
-    return None
-
-
-def supports(model: Any) -> bool:
-    """True for a one-logit ``*ForSequenceClassification`` of the RoBERTa/XLM-R/BERT family with the standard layout.
-
-    Anything unusual (relative position embeddings, decoder mode, a custom head) is left to the padded backend.
-    """
-    config = getattr(model, "config", None)
-    base = _base(model)
-    if config is None or base is None or getattr(model, "classifier", None) is None:
-        return False
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        return False
-    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
-        return False
-    if getattr(config, "hidden_act", None) not in _GELU_ACTS:
-        return False
-    try:
-        layer = base.encoder.layer[0]
-        _ = (layer.attention.self.query, layer.attention.output.dense, layer.intermediate.dense, layer.output.dense)
-        _ = (base.embeddings.word_embeddings, base.embeddings.position_embeddings, base.embeddings.LayerNorm)
-    except AttributeError:
-        return False
-    if config.model_type in _BERT_TYPES:
-        return getattr(base, "pooler", None) is not None and isinstance(model.classifier, torch.nn.Linear)
-    return hasattr(model.classifier, "dense") and hasattr(model.classifier, "out_proj")
-
-
-def _sdpa_per_sequence(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, cu_host: torch.Tensor, max_len: int,
-    first_only: bool,
-) -> torch.Tensor:
-    """Exact fallback: one SDPA call per sequence, ``[tokens, heads, dim]`` in and out (one row per sequence if
-    ``first_only``). ``cu_host`` holds the same offsets as ``cu`` on the CPU, to slice without device syncs.
-
-    The inputs are given to SDPA as 4-D ``[1, heads, tokens, dim]``: with 3-D inputs PyTorch picks the unfused "math"
-    kernel (explicit scores, masks, softmax as separate passes), with 4-D ones the fused flash-attention kernel for CPU,
-    measured ~7x faster per call on the 2-core CPU and equal to 1e-6."""
-    bounds = cu_host.tolist()
-    outs = []
-    for start, end in itertools.pairwise(bounds):
-        qs = q[start : start + 1] if first_only else q[start:end]
-        out = F.scaled_dot_product_attention(
-            qs.transpose(0, 1).unsqueeze(0), k[start:end].transpose(0, 1).unsqueeze(0),
-            v[start:end].transpose(0, 1).unsqueeze(0),
-        )
-        outs.append(out[0].transpose(0, 1))
-    return torch.cat(outs)
-
-
-def _add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                    eps: float) -> torch.Tensor:
-    """``layer_norm(x + residual)`` with PyTorch's ops (two passes); :func:`crossrank.backends.fused.add_layer_norm`
-    is the one-pass kernel for CUDA."""
-    return F.layer_norm(x + residual, (x.shape[-1],), weight, bias, eps)
-
-
-def _post_attention(
-    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
-    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
-    ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
-    linear: Callable[..., torch.Tensor] = F.linear, add_norm: Callable[..., torch.Tensor] = _add_layer_norm,
-    up: Callable[..., torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Output projection, residual + LayerNorm, feed-forward, residual + LayerNorm (post-LN, as BERT and XLM-R).
-    ``up(h, weight, bias)``, where given, is the feed-forward's first linear with its activation in one
-    (:func:`gemm_epilogue`); else ``act(linear(...))``. Under ``torch.compile`` the residual adds, LayerNorms and
-    bias + GELU become fused Triton kernels."""
-    h = add_norm(linear(ctx, o_w, o_b), x, ln1_w, ln1_b, ln1_eps)
-    inner = up(h, i_w, i_b) if up is not None else act(linear(h, i_w, i_b))
-    return add_norm(linear(inner, f_w, f_b), h, ln2_w, ln2_b, ln2_eps)
-
-
-def gemm_epilogue(hidden_act: str, device: torch.device, dtype: torch.dtype) -> Callable[..., torch.Tensor] | None:
-    """The feed-forward's first linear with bias + activation in cuBLASLt's GEMM epilogue
-    (``torch._addmm_activation``), for CUDA in fp16/bf16; None where it does not apply or fails a probe.
-
-    The epilogue's GELU is the tanh approximation, not the erf GELU of ``hidden_act="gelu"``. In half precision that
-    costs no accuracy that matters: the separate pass rounds the GEMM's output to fp16/bf16 before the GELU and again
-    after it, the epilogue rounds once, and the two GELUs differ by about that rounding. Measured (H100, issue 6 in
-    benchmarks/RESULTS.md): 1.3-1.4x faster than GEMM + GELU pass, model only 48.2% -> 52.8% of peak in fp16, logits
-    as close to the fp32 reference as with the exact pass (0.0021 on 1,000 pairs of v2-m3's shape, either way)."""
-    if (device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16) or hidden_act not in _GELU_ACTS
-            or not hasattr(torch, "_addmm_activation")):
-        return None
-    use_gelu = hidden_act != "relu"
-
-    def up(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return torch._addmm_activation(bias, x, weight.t(), use_gelu=use_gelu)
-
-    # A private op: check it against PyTorch's own activation here, and fall back if it fails or disagrees.
-    gen = torch.Generator(device=device).manual_seed(0)
-    x, w = (torch.randn(shape, device=device, dtype=dtype, generator=gen) / 8 for shape in ((64, 64), (256, 64)))
-    b = torch.randn(256, device=device, dtype=dtype, generator=gen)
-    try:
-        got = up(x, w, b).float()
-    except RuntimeError as exc:
-        log.info("no GEMM epilogue for the activation here (%s); using a separate pass", exc)
-        return None
-    linear = F.linear(x.float(), w.float(), b.float())
-    want = F.gelu(linear, approximate="tanh") if use_gelu else F.relu(linear)
-    if not torch.allclose(got, want, atol=3e-2, rtol=1e-2):
-        log.info("the GEMM epilogue disagrees with PyTorch's activation on a probe; using a separate pass")
-        return None
-    return up
-
-
-_T = torch.Tensor
-_PostWeights = tuple[_T, _T, _T, _T, float, _T, _T, _T, _T, _T, _T, float]
-"""``_post_attention``'s weights after ``ctx`` and ``x``, in its order."""
-
-
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear`` through oneDNN's matmul (the op ``torch.compile`` uses for CPU linears) instead of MKL's sgemm:
-    on the 2-core AMD CPU it measured 5-15% faster on these shapes (benchmarks/RESULTS.md), with the same result to
-    ~1e-6."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-def cpu_linear(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.Tensor]:
-    """The linear used by the packed layers: oneDNN's on CPU in fp32 where this torch has it and it agrees with
-    ``F.linear`` on a probe (it is a private op, so a torch that changed it falls back instead of failing), else
-    ``F.linear``."""
-    if device.type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
-        return F.linear
-    try:
-        gen = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(shape, generator=gen) for shape in ((5, 16), (8, 16), (8,)))
-        with torch.inference_mode():
-            if torch.allclose(_onednn_linear(x, w, b), F.linear(x, w, b), atol=1e-5):
-                return _onednn_linear
-    except (RuntimeError, AttributeError, TypeError):
-        pass
-    return F.linear
-
-
-def _varlen_attention() -> Callable[..., Any] | None:
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
-
-
-def _flash_attention_capable(device: torch.device) -> bool:
-    """FlashAttention-2 kernels (``varlen_attn``, flash-attn) need an Ampere or newer GPU; older ones (T4, V100) get the
-    exact per-sequence SDPA path instead of an error at the first batch."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
-
-
-def _flash_attention() -> Callable[..., Any] | None:
-    try:
-        from flash_attn import flash_attn_varlen_func
-    except ImportError:
-        return None
-    return flash_attn_varlen_func  # type: ignore[no-any-return,unused-ignore]
+log = logging.getLogger("crossrank.backends.packed")
 
 
 class PackedBackend:
@@ -295,7 +89,7 @@ class PackedBackend:
         # The module's own activation (exact erf GELU for "gelu"), so numerics match the reference.
         self.act = self.layers[0].intermediate.intermediate_act_fn
         # Optional torch.compile of the post-attention part (dynamic token count, one graph for all layers); off by
-        # default: see benchmarks/RESULTS-throughput.md for what it measured.
+        # default.
         self._post_compiled: Callable[..., torch.Tensor] | None = (
             torch.compile(_post_attention, dynamic=True) if compile else None
         )
