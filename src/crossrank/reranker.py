@@ -36,7 +36,7 @@ from crossrank.core.tokenize import EncodedPair, PairEncoder
 from crossrank.model.devices import default_batch_tokens, dtype_name, resolve_device, resolve_devices, resolve_dtype
 from crossrank.model.loading import ResolvedModel, resolve_model
 from crossrank.runtime.start import start_runtime
-from crossrank.runtime.tokenizers import TokenizerProcesses, default_processes, encoded_slices
+from crossrank.runtime.tokenizers import SubmitSlice, TokenizerProcesses, default_processes, encoded_slices
 
 log = logging.getLogger(__name__)
 
@@ -197,21 +197,38 @@ class Reranker:
             self._call_encoders[max_length] = encoder
         return encoder
 
-    def _encoded_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]], mode: str,
-                        encoder: PairEncoder) -> Generator[list[EncodedPair], None, None]:
-        """Each slice of ``bounds`` tokenised, in order, the next ones while the caller scores this one: in the
-        tokenizer processes (which encode as this reranker's encoder does), else in this process's thread."""
+    def encode_later(self, pairs: Sequence[tuple[str, str]], long_passages: str | None = None
+                     ) -> Future[list[EncodedPair]]:
+        """:meth:`encode` of ``pairs`` in the tokenizer processes when this reranker has them, else in its tokenizer
+        thread: a future of the sequences, numbered from 0 in ``pairs``. For callers that tokenise while the device
+        scores, such as the service's engine."""
+        mode = _checked_mode(long_passages or self.settings.long_passages)
+        return self._slice_submitter(self.encoder)(pairs, mode)
+
+    def _slice_submitter(self, encoder: PairEncoder) -> SubmitSlice:
+        """Where slices tokenised by ``encoder`` go: the tokenizer processes (which encode as this reranker's encoder
+        does, so only for it), else this process's tokenizer thread."""
         processes = self._tokenizer_processes
         if processes is not None and encoder is self.encoder:
-            if mode == "truncate":
-                pairs = encoder.cut_pairs(pairs)  # texts leave this process: 10 MB passages need not cross
-            return encoded_slices(processes.submit, pairs, bounds, mode, processes.ahead)
+            def to_process(part: Sequence[tuple[str, str]], mode: str) -> Future[list[EncodedPair]]:
+                if mode == "truncate":
+                    part = encoder.cut_pairs(part)  # texts leave this process: 10 MB passages need not cross
+                return processes.submit(part, mode)
+
+            return to_process
         overlap = self.settings.chunk_overlap
 
-        def submit(part: Sequence[tuple[str, str]], mode: str) -> Future[list[EncodedPair]]:
+        def to_thread(part: Sequence[tuple[str, str]], mode: str) -> Future[list[EncodedPair]]:
             return self._tokenizer_thread.submit(encoder.encode_as, part, mode, overlap)
 
-        return encoded_slices(submit, pairs, bounds, mode, THREAD_AHEAD)
+        return to_thread
+
+    def _encoded_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]], mode: str,
+                        encoder: PairEncoder) -> Generator[list[EncodedPair], None, None]:
+        """Each slice of ``bounds`` tokenised, in order, the next ones while the caller scores this one."""
+        processes = self._tokenizer_processes
+        ahead = processes.ahead if processes is not None and encoder is self.encoder else THREAD_AHEAD
+        return encoded_slices(self._slice_submitter(encoder), pairs, bounds, mode, ahead)
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
                     progress: ProgressCallback | None, max_length: int | None = None,

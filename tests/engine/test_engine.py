@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -113,12 +114,17 @@ async def test_a_long_request_reaches_the_model_while_the_rest_is_tokenised(tiny
         settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
         runtime = DeviceRuntime(WatchedBackend(), tiny_reranker.settings.max_batch_tokens)
 
-        @staticmethod
-        def encode(pairs, long_passages=None):  # type: ignore[no-untyped-def]
-            slices.append(len(pairs))
-            if len(slices) == 2:  # the second slice is tokenised only once the first is in the model
-                assert in_model.wait(10), "the model saw nothing before the whole request was tokenised"
-            return tiny_reranker.encode(pairs, long_passages)
+        tokenizer_thread = ThreadPoolExecutor(max_workers=1)
+
+        @classmethod
+        def encode_later(cls, pairs, long_passages=None):  # type: ignore[no-untyped-def]
+            def encode():  # type: ignore[no-untyped-def]
+                slices.append(len(pairs))
+                if len(slices) == 2:  # the second slice is tokenised only once the first is in the model
+                    assert in_model.wait(10), "the model saw nothing before the whole request was tokenised"
+                return tiny_reranker.encode(pairs, long_passages)
+
+            return cls.tokenizer_thread.submit(encode)
 
     passages = list(generated_sentences(100, seed=4))
     engine = Engine(SlowTokenizingReranker())  # type: ignore[arg-type]
@@ -128,6 +134,7 @@ async def test_a_long_request_reaches_the_model_while_the_rest_is_tokenised(tiny
     finally:
         await engine.stop()
     SlowTokenizingReranker.runtime.close()
+    SlowTokenizingReranker.tokenizer_thread.shutdown()
     assert slices == [end - start for start, end in encode_slices(len(passages))]
     expected = tiny_reranker.rerank("which city is the capital", passages)
     assert [r.index for r in outcome.results] == [r.index for r in expected]
@@ -151,7 +158,7 @@ async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:
     class GatedReranker:
         settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
         runtime = DeviceRuntime(GatedBackend(), 64)
-        encode = staticmethod(tiny_reranker.encode)
+        encode_later = staticmethod(tiny_reranker.encode_later)
 
     engine = Engine(GatedReranker(), max_batch_tokens=64, window_batches=1)  # type: ignore[arg-type]
     await engine.start(warm_up=False)

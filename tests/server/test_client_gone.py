@@ -42,7 +42,7 @@ class _HeldBackend:
 class _HeldReranker:
     def __init__(self, inner: Any, backend: _HeldBackend) -> None:
         self.settings, self.max_length, self.model_name = inner.settings, inner.max_length, inner.model_name
-        self.encode, self.describe = inner.encode, inner.describe
+        self.encode_later, self.describe = inner.encode_later, inner.describe
         self.runtime = DeviceRuntime(backend, inner.settings.max_batch_tokens)
 
 

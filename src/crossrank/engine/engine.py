@@ -9,7 +9,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -65,7 +64,6 @@ class Engine(TimeAdmission, BatchWorker):
         self._running = False
         self._stopping = False
         self._worker: threading.Thread | None = None
-        self._tokenizer_pool: ThreadPoolExecutor | None = None
         self._listeners: list[Callable[[BatchStats], None]] = []
         self._stats_lock = threading.Lock()
         # Batches finish on the runtime's threads, with several devices on several at once.
@@ -83,12 +81,10 @@ class Engine(TimeAdmission, BatchWorker):
         return self._running and not self._stopping
 
     async def start(self, warm_up: bool = True) -> None:
-        """Start the worker and tokeniser threads (idempotent), then score one pair so the first caller waits less."""
+        """Start the worker thread (idempotent), then score one pair so the first caller waits less."""
         if self._running:
             return
         self._stopping = False
-        # One tokeniser thread: a fast tokenizer's truncation settings are not safe to share between threads.
-        self._tokenizer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize")
         self._worker = threading.Thread(target=self._work, name="crossrank-model", daemon=True)
         self._running = True
         self._worker.start()
@@ -107,9 +103,7 @@ class Engine(TimeAdmission, BatchWorker):
             self._cond.notify_all()
         if self._worker is not None:
             await asyncio.to_thread(self._worker.join)
-        if self._tokenizer_pool is not None:
-            self._tokenizer_pool.shutdown(wait=True)
-        self._worker = self._tokenizer_pool = None
+        self._worker = None
 
     def add_batch_listener(self, listener: Callable[[BatchStats], None]) -> None:
         """Call ``listener(stats)`` from the worker thread after every forward pass (keep it cheap and thread-safe)."""
@@ -196,16 +190,22 @@ class Engine(TimeAdmission, BatchWorker):
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         pairs = [(query, p) for p in passages]
-        assert self._tokenizer_pool is not None
         request = _Request(loop, loop.create_future())
+        bounds = encode_slices(len(pairs))
+        # Every slice goes to the reranker's tokenizers at once; each is queued for the model as soon as it is ready.
+        # ``truncate=False``: chunking's first window is exactly what truncation keeps, so a passage that fits is
+        # one chunk, and a second chunk means it does not fit.
+        tokenising = [self.reranker.encode_later(pairs[start:end], long_passages if truncate else "chunk")
+                      for start, end in bounds]
         try:
-            for start, end in encode_slices(len(pairs)):
-                encoded = await loop.run_in_executor(self._tokenizer_pool, self._encode, pairs[start:end],
-                                                     long_passages, truncate, start)
+            for (start, end), slice_ in zip(bounds, tokenising, strict=True):
+                encoded = _numbered(await asyncio.wrap_future(slice_), start, truncate, self.reranker.max_length)
                 self._enqueue(request, encoded, last=end == len(pairs))
             logits = await self._await_start(request)
         except BaseException:  # cancelled, or a passage too long: the worker drops what has not reached the model
             request.cancelled = True
+            for slice_ in tokenising:
+                slice_.cancel()
             raise
         encoded = request.encoded
         if len(encoded) == len(pairs):
@@ -224,22 +224,6 @@ class Engine(TimeAdmission, BatchWorker):
             batches=request.batches,
         )
 
-    def _encode(self, pairs: list[tuple[str, str]], long_passages: str | None, truncate: bool,
-                offset: int) -> list[EncodedPair]:
-        """The sequences of the slice of pairs that starts at pair ``offset`` of the request, numbered in it."""
-        if truncate:
-            encoded = self.reranker.encode(pairs, long_passages)
-        else:
-            # Chunking's first window is exactly what truncation keeps, so a passage that fits gives one chunk.
-            encoded = self.reranker.encode(pairs, "chunk")
-            too_long = sorted({e.pair for e in encoded if e.chunk > 0})
-            if too_long:
-                raise InputTooLongError(
-                    f"{len(too_long)} passage(s) (first: index {offset + too_long[0]}) do not fit in max_length="
-                    f"{self.reranker.max_length} tokens beside the query, and truncation was turned off"
-                )
-        return [replace(e, pair=e.pair + offset) for e in encoded] if offset else encoded
-
     def _enqueue(self, request: _Request, encoded: list[EncodedPair], last: bool) -> None:
         """Queue one slice's sequences for the worker; ``last``: the request has no more."""
         with self._cond:
@@ -253,3 +237,16 @@ class Engine(TimeAdmission, BatchWorker):
                 request.sealed = last
             self._queue.extend(_Item(request, first + i) for i in range(len(encoded)))
             self._cond.notify()
+
+
+def _numbered(encoded: list[EncodedPair], offset: int, truncate: bool, max_length: int) -> list[EncodedPair]:
+    """The sequences of the slice that starts at pair ``offset`` of a request, numbered in it; with ``truncate``
+    off (the slice was chunked), :class:`InputTooLongError` for a pair that needed more than one chunk."""
+    if not truncate:
+        too_long = sorted({e.pair for e in encoded if e.chunk > 0})
+        if too_long:
+            raise InputTooLongError(
+                f"{len(too_long)} passage(s) (first: index {offset + too_long[0]}) do not fit in max_length="
+                f"{max_length} tokens beside the query, and truncation was turned off"
+            )
+    return [replace(e, pair=e.pair + offset) for e in encoded] if offset else encoded

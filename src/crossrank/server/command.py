@@ -134,8 +134,8 @@ def load_engine(settings: ServerSettings, *, debug: bool = False) -> Any:
 
     typer.echo(f"loading model {settings.model.model}", err=True)
     try:
-        # The engine tokenises each request in a thread of its own (no tokenizer processes: those serve
-        # Reranker.score's slices) and batches across requests on the reranker's runtime, one or several devices.
+        # The engine tokenises requests in the reranker's tokenizer thread (tokenizer processes measured no faster
+        # behind HTTP) and batches across requests on the reranker's runtime, one device or several.
         reranker = Reranker.from_settings(settings.model, 0)
     except Exception as exc:
         if debug:
