@@ -35,7 +35,9 @@ import torch
 
 SIZES = {
     "v2m3": {"layers": 24, "hidden": 1024, "heads": 16, "intermediate": 4096, "max_positions": 8194},
+    "base": {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "max_positions": 8194},
     "minilm": {"layers": 6, "hidden": 384, "heads": 12, "intermediate": 1536, "max_positions": 8194},
+    "small": {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 128, "max_positions": 8194},
 }
 PEAK_TFLOPS = {"cuda": 989.0}  # H100/H200 SXM dense bf16/fp16
 
@@ -186,6 +188,37 @@ def model_backend(path: Path, device: str, dtype: str, backend: str, compile: bo
     return create_backend(backend, model, pad_token_id=tokenizer.pad_token_id or 0, device=where, dtype=kind)
 
 
+def runner_call(name: str, path: Path, dev: str, dtype: str, budget: int, pairs: Sequence[tuple[str, str]],
+                warm: Sequence[tuple[str, str]]) -> Callable[[], list[float]]:
+    """Runner ``name`` loaded and warmed up on ``warm``: a call that scores ``pairs`` (logits). ``packed``, ``padded``:
+    crossrank's backends in ``dtype``, or in the dtype after a dash (``packed-int8``); ``ref32``: the padded Hugging
+    Face path in fp32, the precision reference for the reduced-precision runners; ``flag``: FlagReranker (batch 128);
+    ``ceN``: CrossEncoder, batch N."""
+    base, _, own_dtype = name.partition("-")
+    run_dtype = own_dtype or dtype
+    if base in ("packed", "padded", "ref32"):
+        r = crossrank_runner(path, dev, "fp32" if base == "ref32" else run_dtype,
+                             "padded" if base == "ref32" else base, budget)
+        r.score(warm, normalize=False)
+        return lambda: r.score(pairs, normalize=False)
+    if base == "flag":
+        from FlagEmbedding import FlagReranker
+
+        fr = FlagReranker(str(path), use_fp16=run_dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
+        fr.compute_score(warm)
+        return lambda: fr.compute_score(pairs, batch_size=128)
+    if base.startswith("ce"):
+        from sentence_transformers import CrossEncoder
+
+        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[run_dtype]
+        ce = CrossEncoder(str(path), device=dev, max_length=512, activation_fn=torch.nn.Identity(),
+                          model_kwargs={"dtype": torch_dtype})
+        bs = int(base[2:])
+        ce.predict(warm, batch_size=bs)
+        return lambda: [float(x) for x in ce.predict(pairs, batch_size=bs, show_progress_bar=False)]
+    raise SystemExit(f"unknown runner {name}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -249,8 +282,6 @@ def main() -> None:
     result["mix"] = {"pairs": len(pairs), "median_tokens": statistics.median(lens),
                      "mean_tokens": round(statistics.mean(lens), 1), "max_tokens": max(lens)}
     print("mix", result["mix"], flush=True)
-    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-
     repeats = args.repeats or (3 if dev == "cuda" else 1)
 
     def timed_runs(fn: Callable[[], Any]) -> tuple[Any, float, list[float]]:
@@ -260,28 +291,7 @@ def main() -> None:
         return runs[-1][0], statistics.median(times), times
 
     def e2e_call(name: str, warm: Sequence[tuple[str, str]]) -> Callable[[], list[float]]:
-        """Runner ``name`` loaded and warmed up on ``warm``: a call that scores the benchmark's pairs (logits)."""
-        if name in ("packed", "padded", "ref32"):
-            # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
-            r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
-                                 "padded" if name == "ref32" else name, args.budget)
-            r.score(warm, normalize=False)
-            return lambda: r.score(pairs, normalize=False)
-        if name == "flag":
-            from FlagEmbedding import FlagReranker
-
-            fr = FlagReranker(str(path), use_fp16=dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
-            fr.compute_score(warm)
-            return lambda: fr.compute_score(pairs, batch_size=128)
-        if name.startswith("ce"):
-            from sentence_transformers import CrossEncoder
-
-            ce = CrossEncoder(str(path), device=dev, max_length=512, activation_fn=torch.nn.Identity(),
-                              model_kwargs={"dtype": torch_dtype})
-            bs = int(name[2:])
-            ce.predict(warm, batch_size=bs)
-            return lambda: [float(x) for x in ce.predict(pairs, batch_size=bs, show_progress_bar=False)]
-        raise SystemExit(f"unknown runner {name}")
+        return runner_call(name, path, dev, dtype, args.budget, pairs, warm)
 
     if "e2e" in modes:
         e2e: dict[str, Any] = {}
