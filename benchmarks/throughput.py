@@ -15,7 +15,15 @@ Modes (``--modes``, comma separated): e2e (pairs/s, the median of ``--repeats`` 
 peak memory of every runner, order check; with ``--interleave`` the runners take turns, one timed run each per round,
 which is the fair comparison on a machine whose speed drifts, such as a shared VM), model (model-only
 utilisation, pre-tokenised), latency (one query, 100 passages of ~256 tokens, median of 50), long (max_length 8192),
-compile (model-only with torch.compile of the post-attention block).
+compile (model-only with torch.compile of the post-attention block), grid (CPU: model sizes x passage lengths, see
+grid.py; ``--runners packed,flag,ce32``, ``--repeats`` rounds).
+
+    # the CPU grid (about 15 minutes on 2 cores)
+    PYTHONPATH=src python benchmarks/throughput.py --device cpu --size v2m3 --pairs 8 --modes grid \
+        --runners packed,flag,ce32 --repeats 3 --model-dir /tmp/cpu --json grid.json
+    # bf16 and int8 against fp32, v2-m3's shape, 16 pairs of ~230 tokens, 6 rounds
+    PYTHONPATH=src python benchmarks/throughput.py --device cpu --size v2m3 --pairs 16 --per-query 16 --modes e2e \
+        --runners packed,packed-bf16,packed-int8 --repeats 6 --interleave --model-dir /tmp/cpu --json dtypes.json
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ import torch
 
 SIZES = {
     "v2m3": {"layers": 24, "hidden": 1024, "heads": 16, "intermediate": 4096, "max_positions": 8194},
+    "base": {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "max_positions": 8194},
     "minilm": {"layers": 6, "hidden": 384, "heads": 12, "intermediate": 1536, "max_positions": 8194},
+    "small": {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 128, "max_positions": 8194},
 }
 PEAK_TFLOPS = {"cuda": 989.0}  # H100/H200 SXM dense bf16/fp16
 
@@ -186,6 +196,37 @@ def model_backend(path: Path, device: str, dtype: str, backend: str, compile: bo
     return create_backend(backend, model, pad_token_id=tokenizer.pad_token_id or 0, device=where, dtype=kind)
 
 
+def runner_call(name: str, path: Path, dev: str, dtype: str, budget: int,
+                warm: Sequence[tuple[str, str]]) -> Callable[[Sequence[tuple[str, str]]], list[float]]:
+    """Runner ``name`` loaded and warmed up on ``warm``: a call that scores pairs (logits). ``packed``, ``padded``:
+    crossrank's backends in ``dtype``, or in the dtype after a dash (``packed-int8``); ``ref32``: the padded Hugging
+    Face path in fp32, the precision reference for the reduced-precision runners; ``flag``: FlagReranker (batch 128);
+    ``ceN``: CrossEncoder, batch N."""
+    base, _, own_dtype = name.partition("-")
+    run_dtype = own_dtype or dtype
+    if base in ("packed", "padded", "ref32"):
+        r = crossrank_runner(path, dev, "fp32" if base == "ref32" else run_dtype,
+                             "padded" if base == "ref32" else base, budget)
+        r.score(warm, normalize=False)
+        return lambda pairs: r.score(pairs, normalize=False)
+    if base == "flag":
+        from FlagEmbedding import FlagReranker
+
+        fr = FlagReranker(str(path), use_fp16=run_dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
+        fr.compute_score(warm)
+        return lambda pairs: fr.compute_score(pairs, batch_size=128)
+    if base.startswith("ce"):
+        from sentence_transformers import CrossEncoder
+
+        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[run_dtype]
+        ce = CrossEncoder(str(path), device=dev, max_length=512, activation_fn=torch.nn.Identity(),
+                          model_kwargs={"dtype": torch_dtype})
+        bs = int(base[2:])
+        ce.predict(warm, batch_size=bs)
+        return lambda pairs: [float(x) for x in ce.predict(pairs, batch_size=bs, show_progress_bar=False)]
+    raise SystemExit(f"unknown runner {name}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -249,8 +290,6 @@ def main() -> None:
     result["mix"] = {"pairs": len(pairs), "median_tokens": statistics.median(lens),
                      "mean_tokens": round(statistics.mean(lens), 1), "max_tokens": max(lens)}
     print("mix", result["mix"], flush=True)
-    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-
     repeats = args.repeats or (3 if dev == "cuda" else 1)
 
     def timed_runs(fn: Callable[[], Any]) -> tuple[Any, float, list[float]]:
@@ -260,28 +299,8 @@ def main() -> None:
         return runs[-1][0], statistics.median(times), times
 
     def e2e_call(name: str, warm: Sequence[tuple[str, str]]) -> Callable[[], list[float]]:
-        """Runner ``name`` loaded and warmed up on ``warm``: a call that scores the benchmark's pairs (logits)."""
-        if name in ("packed", "padded", "ref32"):
-            # ref32: the padded Hugging Face path in fp32, the precision reference for the half-precision runners.
-            r = crossrank_runner(path, dev, "fp32" if name == "ref32" else dtype,
-                                 "padded" if name == "ref32" else name, args.budget)
-            r.score(warm, normalize=False)
-            return lambda: r.score(pairs, normalize=False)
-        if name == "flag":
-            from FlagEmbedding import FlagReranker
-
-            fr = FlagReranker(str(path), use_fp16=dtype != "fp32", devices=[dev if dev == "cpu" else "cuda:0"])
-            fr.compute_score(warm)
-            return lambda: fr.compute_score(pairs, batch_size=128)
-        if name.startswith("ce"):
-            from sentence_transformers import CrossEncoder
-
-            ce = CrossEncoder(str(path), device=dev, max_length=512, activation_fn=torch.nn.Identity(),
-                              model_kwargs={"dtype": torch_dtype})
-            bs = int(name[2:])
-            ce.predict(warm, batch_size=bs)
-            return lambda: [float(x) for x in ce.predict(pairs, batch_size=bs, show_progress_bar=False)]
-        raise SystemExit(f"unknown runner {name}")
+        call = runner_call(name, path, dev, dtype, args.budget, warm)
+        return lambda: call(pairs)
 
     if "e2e" in modes:
         e2e: dict[str, Any] = {}
@@ -357,6 +376,11 @@ def main() -> None:
         if dev in PEAK_TFLOPS:
             out["utilisation"] = round(flops / secs / 1e12 / PEAK_TFLOPS[dev], 3)
         return out
+
+    if "grid" in modes:
+        from grid import grid
+
+        result["grid"] = grid(path.parent, path, runners, repeats, args.budget)
 
     if "model" in modes or "compile" in modes:
         from crossrank.core.tokenize import PairEncoder

@@ -193,13 +193,15 @@ def test_cpu_linear_falls_back_when_the_private_op_breaks(monkeypatch: pytest.Mo
 
 
 def test_gemm_epilogue_only_in_half_precision_on_cuda(tiny_reranker: Reranker) -> None:
-    """CPU and fp32 keep the model's own activation as a separate pass (the epilogue's GELU is the tanh form)."""
+    """CPU and fp32 keep the model's own exact activation (the epilogue's GELU is the tanh form); the CPU applies it in
+    place."""
     assert gemm_epilogue("gelu", torch.device("cpu"), torch.float32) is None
     assert gemm_epilogue("gelu", torch.device("cpu"), torch.bfloat16) is None
     assert gemm_epilogue("gelu", torch.device("cuda"), torch.float32) is None
     assert gemm_epilogue("silu", torch.device("cuda"), torch.float16) is None
     backend = PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32)
-    assert backend.up is None
+    x, w, b = torch.randn(5, 8), torch.randn(16, 8), torch.randn(16)
+    assert backend.up is not None and torch.equal(backend.up(x, w, b), F.gelu(F.linear(x, w, b)))
     with pytest.raises(ValueError, match="epilogue=True needs a CUDA device"):
         PackedBackend(tiny_reranker.runtime.backend.model, device=torch.device("cpu"), dtype=torch.float32,
                       epilogue=True)

@@ -73,6 +73,30 @@ def test_compare_puts_several_models_in_one_report(toy_dir: Path, tiny_model_dir
     assert all((out / r["run_file"]).is_file() for r in report["rerankers"])
 
 
+@pytest.mark.slow  # one model in two dtypes over the toy set
+def test_compare_dtype_reranks_one_model_in_another_dtype(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.model import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(("avx512_vnni",)))
+    out = tmp_path / "dtypes"
+    invoke(str(toy_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "fp32",
+           "--compare-dtype", "int8", "--top-k", "3", "--metrics", "ndcg@10", "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    model = str(tiny_model_dir)
+    assert [r["model"] for r in report["rerankers"]] == [f"{model} [fp32]", f"{model} [int8]"]
+    assert [r["settings"]["dtype"] for r in report["rerankers"]] == ["fp32", "int8"]
+    # Each dtype scored every pair itself: the score cache keys on the dtype.
+    assert all(r["timings"]["scored"] == r["timings"]["pairs"] > 0 for r in report["rerankers"])
+    assert len({r["run_file"] for r in report["rerankers"]}) == 2
+
+
+def test_compare_dtype_unknown_refused(toy_dir: Path, tiny_model_dir: Path) -> None:
+    result = runner.invoke(app, ["eval", str(toy_dir), "--model", str(tiny_model_dir), "--compare-dtype", "int4"])
+    assert result.exit_code == 1
+    assert "--compare-dtype 'int4': use one of auto, fp32, fp16, bf16, int8" in result.output
+
+
 def test_options_read_crossrank_environment_variables(toy_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "env"
     result = runner.invoke(app, ["eval", str(toy_dir)], env={

@@ -54,10 +54,59 @@ def test_cpu_is_always_available() -> None:
     assert resolve_device(torch.device("cpu")) == CPU
 
 
-@pytest.mark.parametrize("dtype", ["fp16", "float16", "half", "bf16", "bfloat16", torch.float16, torch.bfloat16])
-def test_half_precision_on_cpu_refused(dtype: str | torch.dtype) -> None:
+@pytest.mark.parametrize("dtype", ["fp16", "float16", "half", torch.float16])
+def test_fp16_on_cpu_refused(dtype: str | torch.dtype) -> None:
     with pytest.raises(DeviceError, match="on CPU is refused"):
         resolve_dtype(dtype, CPU)
+
+
+def _flags(monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(("avx2", "fma", *flags)))
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+@pytest.mark.parametrize("dtype", ["bf16", "bfloat16", torch.bfloat16])
+def test_bf16_on_cpu_with_native_bf16(monkeypatch: pytest.MonkeyPatch, flag: str, dtype: str | torch.dtype) -> None:
+    _flags(monkeypatch, flag)
+    assert resolve_dtype(dtype, CPU) == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", ["bf16", torch.bfloat16])
+def test_bf16_on_cpu_without_it_names_the_missing_instructions(monkeypatch: pytest.MonkeyPatch,
+                                                               dtype: str | torch.dtype) -> None:
+    _flags(monkeypatch, "avx512f", "avx512_vnni")
+    with pytest.raises(DeviceError, match=r"needs native bf16 instructions \(AVX-512 BF16 or AMX\).*avx512_bf16 or "
+                                          r"amx_bf16"):
+        resolve_dtype(dtype, CPU)
+
+
+@pytest.mark.parametrize("flag", ["avx512_vnni", "avx_vnni", "amx_int8"])
+def test_int8_on_cpu_with_vnni_or_amx(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    _flags(monkeypatch, flag)
+    assert resolve_dtype("int8", CPU) == torch.int8
+    assert devices.weights_dtype(torch.int8, CPU) == torch.float32
+    assert devices.weights_dtype(torch.bfloat16, CPU) == torch.float32
+
+
+def test_int8_on_cpu_without_vnni_names_the_missing_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    _flags(monkeypatch, "avx512f", "avx512_bf16")
+    with pytest.raises(DeviceError, match=r"needs int8 dot-product instructions \(VNNI or AMX\)"):
+        resolve_dtype("int8", CPU)
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_int8_is_for_the_cpu_only(device: str) -> None:
+    with pytest.raises(DeviceError, match="runs on the CPU only"):
+        resolve_dtype("int8", torch.device(device))
+    assert devices.weights_dtype(torch.bfloat16, torch.device(device)) == torch.bfloat16
+
+
+def test_cpu_flags_read_from_cpuinfo() -> None:
+    flags = devices.cpu_flags()
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        assert "sse2" in flags
+    else:
+        assert isinstance(flags, frozenset)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "float32", "FP32", torch.float32])
@@ -125,15 +174,16 @@ def test_device_torch_knows_but_crossrank_does_not_run_on_refused() -> None:
         resolve_device("meta")
 
 
-@pytest.mark.parametrize("dtype", ["int8", "fp8", "double", "float64"])
+@pytest.mark.parametrize("dtype", ["int4", "fp8", "double", "float64"])
 def test_unknown_dtype_refused(dtype: str) -> None:
     with pytest.raises(DeviceError, match=f"unknown dtype '{dtype}'"):
         resolve_dtype(dtype, CPU)
 
 
 def test_dtype_names() -> None:
-    assert [dtype_name(d) for d in (torch.float32, torch.float16, torch.bfloat16)] == ["fp32", "fp16", "bf16"]
-    assert dtype_name(torch.int8) == str(torch.int8)
+    dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
+    assert [dtype_name(d) for d in dtypes] == ["fp32", "fp16", "bf16", "int8"]
+    assert dtype_name(torch.int16) == str(torch.int16)
 
 
 def test_out_of_memory_is_recognised() -> None:

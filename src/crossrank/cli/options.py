@@ -42,7 +42,9 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "device": (Annotated[str, _option("device", help="auto | cpu | cuda | cuda:N | mps.")], _D.device),
     "devices": (Annotated[str, _option("devices", help="Several GPUs of this host, one model replica and worker "
                                        "each: all | 0,1 | cuda:0,cuda:1 (replaces --device).")], _D.devices),
-    "dtype": (Annotated[DtypeChoice, _option("dtype", help="auto: fp16 on GPU, fp32 on CPU.")],
+    "dtype": (Annotated[DtypeChoice, _option("dtype", help="auto: fp16 on GPU, fp32 on CPU. On the CPU bf16 (needs "
+                                             "AVX-512 BF16 or AMX) and int8 (VNNI or AMX) run the linears in that "
+                                             "precision.")],
               DtypeChoice(_D.dtype)),
     "max_length": (Annotated[int, _option("max_length", help="Tokens per (query, passage) pair, up to the model's "
                                           "limit.")], _D.max_length),

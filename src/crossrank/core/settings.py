@@ -16,8 +16,8 @@ ENV_PREFIX = "CROSSRANK_"
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` with the numbers of pairs scored so far and in all."""
 
-Dtype = Literal["auto", "fp32", "fp16", "bf16"]
-"""``auto``: fp16 on GPU, fp32 on CPU."""
+Dtype = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+"""``auto``: fp16 on GPU, fp32 on CPU. ``int8``: dynamically quantised linears, CPU only."""
 BackendName = Literal["auto", "packed", "padded"]
 LongPassages = Literal["truncate", "chunk"]
 """``truncate`` (FlagReranker's behaviour) or ``chunk`` (score windows of the passage, keep the best)."""

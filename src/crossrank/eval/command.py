@@ -10,13 +10,13 @@ import importlib.util
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from crossrank.cli.console import fail, friendly_errors, say
 from crossrank.cli.options import model_options
-from crossrank.core.settings import ModelSettings
+from crossrank.core.settings import DTYPES, Dtype, ModelSettings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -100,6 +100,10 @@ def eval_command(
                       ] = Path("report"),
     compare: Annotated[bool, typer.Option("--compare", envvar="CROSSRANK_COMPARE",
                                           help="Rerank with every model listed after DATASET, in one table.")] = False,
+    compare_dtype: Annotated[list[str] | None, typer.Option(
+        "--compare-dtype", envvar="CROSSRANK_COMPARE_DTYPE", show_default=False,
+        help="Also rerank with the same model in this dtype (repeatable: --compare-dtype int8 --compare-dtype bf16), "
+             "in the same table: what bf16 or int8 costs on your data.")] = None,
     split: Annotated[str, typer.Option("--split", envvar="CROSSRANK_SPLIT", help="Which qrels/<split>.tsv to use.")
                      ] = "test",
     language: Annotated[str, typer.Option("--language", envvar="CROSSRANK_LANGUAGE",
@@ -126,6 +130,7 @@ def eval_command(
     if models and not compare:
         fail(f"extra arguments {' '.join(models)}: to compare several models, add --compare")
     rerankers = [replace(settings, model=m) for m in models] if compare and models else [settings]
+    rerankers += [replace(r, dtype=_dtype_choice(d)) for d in compare_dtype or [] for r in list(rerankers)]
     with friendly_errors():
         plan = EvalPlan(dataset, first_stage, top_k, rerankers, [], output, split, language, max_queries,
                         cache or output / "scores.sqlite", data_dir)
@@ -137,6 +142,18 @@ def eval_command(
 
     Console().print(render_table(report))
     say(f"wrote {output / 'report.json'}, {output / 'report.png'} and the runs as TREC files in {output}")
+
+
+def _dtype_choice(name: str) -> Dtype:
+    if name not in DTYPES:
+        fail(f"--compare-dtype {name!r}: use one of {', '.join(DTYPES)}")
+    return cast(Dtype, name)
+
+
+def system_name(settings: ModelSettings, rerankers: list[ModelSettings]) -> str:
+    """The model's name in the report, with its dtype where the same model is reranked in several dtypes."""
+    same_model = [r for r in rerankers if r.model == settings.model]
+    return f"{settings.model} [{settings.dtype}]" if len(same_model) > 1 else settings.model
 
 
 def _stderr() -> Console:
@@ -240,8 +257,9 @@ def _rerank(console: Console, plan: EvalPlan, data: Dataset, base: SystemResult,
         info = reranker.describe()
     say(f"{display_name(settings.model)}: {stats.scored:,} pairs scored, {stats.cached:,} from the cache "
         f"({plan.cache_path})")
-    return SystemResult(settings.model, reranked, evaluate_per_query(data.qrels, reranked, plan.metrics),
-                        time.perf_counter() - began, stats, info)
+    return SystemResult(system_name(settings, plan.rerankers), reranked,
+                        evaluate_per_query(data.qrels, reranked, plan.metrics), time.perf_counter() - began, stats,
+                        info)
 
 
 def run_evaluation(console: Console, plan: EvalPlan) -> dict[str, Any]:

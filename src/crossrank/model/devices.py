@@ -1,10 +1,14 @@
-"""Device and dtype policy: CUDA (fp16, bf16 selectable), then MPS, then CPU with fp32. Never half precision on CPU."""
+"""Device and dtype policy: CUDA (fp16, bf16 selectable), then MPS, then CPU with fp32.
+
+On the CPU, bf16 runs where the CPU has native bf16 instructions (AVX-512 BF16 or AMX), int8 (dynamically quantised
+linears, :mod:`crossrank.backends.quantized`) where it has VNNI or AMX; fp16 never."""
 
 from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -18,7 +22,13 @@ DTYPES: dict[str, torch.dtype] = {
     "half": torch.float16,
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
+    "int8": torch.int8,
 }
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""/proc/cpuinfo flags of native bf16 arithmetic; without one, oneDNN emulates bf16 and it is slower than fp32."""
+CPU_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+"""/proc/cpuinfo flags of int8 dot products (VNNI, AMX), which int8 linears need to be faster than fp32."""
 
 
 GPU_BATCH_TOKENS = 32768
@@ -91,8 +101,29 @@ def resolve_devices(devices: str | Sequence[str | torch.device]) -> list[torch.d
             for d in resolved]
 
 
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU, from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _require_cpu_flags(dtype: str, wanted: tuple[str, ...], names: str) -> None:
+    if not cpu_flags() & set(wanted):
+        raise DeviceError(
+            f"dtype={dtype!r} on CPU needs {names} (CPU flags {' or '.join(wanted)}), and this CPU has none of them; "
+            "use dtype='fp32'."
+        )
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``auto`` is fp16 on CUDA and MPS and fp32 on CPU; half precision on CPU is refused."""
+    """``auto`` is fp16 on CUDA and MPS and fp32 on CPU. On the CPU: bf16 needs AVX-512 BF16 or AMX, int8 VNNI or AMX,
+    and fp16 is refused; int8 (``torch.int8``: fp32 weights whose linears run quantised) is for the CPU only."""
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -100,20 +131,40 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     else:
         key = str(dtype).lower()
         if key not in DTYPES:
-            raise DeviceError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
+            raise DeviceError(f"unknown dtype {dtype!r}: use auto, fp32, fp16, bf16 or int8")
         resolved = DTYPES[key]
-    if device.type == "cpu" and resolved != torch.float32:
-        raise DeviceError(
-            f"dtype={dtype!r} on CPU is refused: half precision is slow or unsupported there "
-            "(\"LayerNormKernelImpl not implemented for 'Half'\"). Use dtype='fp32' or 'auto' on CPU."
-        )
+    if resolved == torch.int8 and device.type != "cpu":
+        raise DeviceError(f"dtype={dtype!r} runs on the CPU only; on {device.type} use fp16 or bf16")
+    if device.type == "cpu":
+        if resolved == torch.float16:
+            raise DeviceError(
+                f"dtype={dtype!r} on CPU is refused: fp16 is slow or unsupported there "
+                "(\"LayerNormKernelImpl not implemented for 'Half'\"). Use fp32, or bf16/int8 on a CPU that has them."
+            )
+        if resolved == torch.bfloat16:
+            _require_cpu_flags(str(dtype), CPU_BF16_FLAGS, "native bf16 instructions (AVX-512 BF16 or AMX)")
+        elif resolved == torch.int8:
+            _require_cpu_flags(str(dtype), CPU_INT8_FLAGS, "int8 dot-product instructions (VNNI or AMX)")
     if resolved == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError("dtype='bf16' was asked for, but this GPU does not support bfloat16; use fp16")
     return resolved
 
 
+def reduced_cpu_precision(device: torch.device, dtype: torch.dtype) -> bool:
+    """True for bf16 and int8 on the CPU: an fp32 model whose encoder linears run in that precision
+    (:mod:`crossrank.backends.quantized`)."""
+    return device.type == "cpu" and dtype in (torch.bfloat16, torch.int8)
+
+
+def weights_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype the model's weights are loaded in: fp32 for the CPU's bf16 and int8 (the linears' copies are made
+    from them), else ``dtype``."""
+    return torch.float32 if reduced_cpu_precision(device, dtype) else dtype
+
+
 def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int8: "int8"}
+    return names.get(dtype, str(dtype))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

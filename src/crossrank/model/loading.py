@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from crossrank.core.errors import ModelNotFoundError, NotARerankerError
+from crossrank.model.devices import weights_dtype
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,6 @@ def load_model(path: Path, name: str, *, dtype: torch.dtype, device: torch.devic
             f"{' …' if len(missing) > 4 else ''}: from_pretrained would initialise them randomly and every score "
             "would be noise. This is usually an embedding model loaded as a reranker; use a cross-encoder."
         )
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=weights_dtype(dtype, device))
     model.eval()
     return tokenizer, model

@@ -52,8 +52,9 @@ from crossrank.backends.packed.attention import (
 )
 from crossrank.backends.packed.graphs import GRAPH_MAX_TOKENS, GRAPH_MOST, _Graph, _Inputs, graph_bucket
 from crossrank.backends.packed.layers import _add_layer_norm, _post_attention, _PostWeights, cpu_linear, gemm_epilogue
+from crossrank.backends.quantized import LowPrecisionLinears, gelu_up
 from crossrank.core.tokenize import EncodedPair
-from crossrank.model.devices import is_out_of_memory
+from crossrank.model.devices import is_out_of_memory, reduced_cpu_precision
 
 log = logging.getLogger("crossrank.backends.packed")
 
@@ -94,7 +95,9 @@ class PackedBackend:
             torch.compile(_post_attention, dynamic=True) if compile else None
         )
         self.attention_kind = self._choose_attention(attention)
-        self.linear = cpu_linear(device, dtype)
+        self.linear: Callable[..., torch.Tensor] = (
+            self._low_precision_linears() if reduced_cpu_precision(device, dtype) else cpu_linear(device, dtype)
+        )
         self._cuda = device.type == "cuda"
         # The Triton residual+LayerNorm kernel (CUDA, fp16/bf16); None: wherever it can run.
         can_fuse = fused.available(device, dtype) and not compile
@@ -105,6 +108,8 @@ class PackedBackend:
         self.up = None if compile or epilogue is False else gemm_epilogue(config.hidden_act, device, dtype)
         if epilogue and self.up is None:
             raise ValueError("epilogue=True needs a CUDA device, fp16/bf16, a GELU or ReLU model, and compile=False")
+        if device.type == "cpu" and self.up is None:  # the exact GELU, in place
+            self.up = gelu_up(self.linear, config.hidden_act)
         # CUDA graphs of the whole forward, one per padded batch shape (see _graphed); None: wherever they can run.
         can_graph = self.attention_kind == "triton" and self.fuse and not compile
         if graphs and not can_graph:
@@ -131,6 +136,22 @@ class PackedBackend:
                     m.weight = torch.nn.Parameter(weight[i * rows : (i + 1) * rows], requires_grad=False)
                     m.bias = torch.nn.Parameter(bias[i * rows : (i + 1) * rows], requires_grad=False)
             self.qkv.append((weight, bias))
+
+    def _low_precision_linears(self) -> LowPrecisionLinears:
+        """Every linear of the encoder layers in bf16 or int8 (the CPU's reduced precisions); embeddings, LayerNorms,
+        attention and the classifier stay fp32."""
+        def ln_range(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            return weight.abs() + bias.abs()
+
+        emb_ln = self.base.embeddings.LayerNorm
+        weights: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
+        for i, ((qkv, qkv_bias), post) in enumerate(zip(self.qkv, self.post_weights)):
+            before = ln_range(emb_ln.weight, emb_ln.bias) if i == 0 else ln_range(*self.post_weights[i - 1][9:11])
+            # Q/K/V and the feed-forward's up projection read LayerNorm outputs; the output projection and the
+            # feed-forward's down projection read attention and GELU outputs.
+            weights += [(qkv, qkv_bias, before), (post[0], post[1], None),
+                        (post[5], post[6], ln_range(post[2], post[3])), (post[7], post[8], None)]
+        return LowPrecisionLinears(weights, self.dtype)
 
     def _choose_attention(self, attention: str) -> str:
         half = self.dtype in (torch.float16, torch.bfloat16)

@@ -84,16 +84,17 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def cpu_linear(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.Tensor]:
-    """The linear used by the packed layers: oneDNN's on CPU in fp32 where this torch has it and it agrees with
-    ``F.linear`` on a probe (it is a private op, so a torch that changed it falls back instead of failing), else
+    """The linear used by the packed layers: oneDNN's on CPU in fp32 and bf16 where this torch has it and it agrees
+    with ``F.linear`` on a probe (it is a private op, so a torch that changed it falls back instead of failing), else
     ``F.linear``."""
-    if device.type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
         return F.linear
     try:
         gen = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(shape, generator=gen) for shape in ((5, 16), (8, 16), (8,)))
+        x, w, b = (torch.randn(shape, generator=gen).to(dtype) for shape in ((5, 16), (8, 16), (8,)))
+        atol = 1e-5 if dtype == torch.float32 else 5e-2  # bf16 keeps 8 bits: results of ~4 differ by its rounding
         with torch.inference_mode():
-            if torch.allclose(_onednn_linear(x, w, b), F.linear(x, w, b), atol=1e-5):
+            if torch.allclose(_onednn_linear(x, w, b).float(), F.linear(x, w, b).float(), atol=atol):
                 return _onednn_linear
     except (RuntimeError, AttributeError, TypeError):
         pass

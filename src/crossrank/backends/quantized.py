@@ -1,0 +1,121 @@
+"""The CPU's reduced-precision linears: bf16 and int8. The model stays fp32 (embeddings, residual stream, LayerNorms,
+attention, classifier); only the encoder's linears run in the lower precision, from copies of their weights prepared
+once at load, because a residual stream with outlier channels loses the ranking when it is itself kept in bf16
+(benchmarks/RESULTS.md).
+
+- ``int8``: weights quantised symmetrically with one scale per output channel, activations quantised on the fly at
+  every call (one scale per call), through PyTorch's FBGEMM kernels, which use VNNI / AMX. Measured on a 2-core
+  AVX-512 VNNI CPU at v2-m3's shapes against the other maintained ways of running dynamically quantised linears in
+  eager mode: FBGEMM's ``quantized::linear_dynamic`` ran the four linears of a layer 2.5x faster than fp32; torchao's
+  ``Int8DynamicActivationInt8WeightConfig`` ran them slower than fp32 without ``torch.compile``, and oneDNN's
+  ``qlinear_pointwise`` with activations quantised by PyTorch ops was no faster than fp32. PyTorch marks the quantised
+  tensors that FBGEMM's prepacking takes as deprecated; they are made here only, at load, so the warning is silenced
+  here only.
+- ``bf16``: bf16 copies of the weights; activations cast to bf16 for the product (oneDNN's kernels, with AVX-512 BF16
+  or AMX), results back in fp32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+_DEPRECATION = ".*quantized tensor creation functions.*deprecated"
+
+
+def smoothing(weight: torch.Tensor, input_range: torch.Tensor) -> torch.Tensor:
+    """SmoothQuant's per-input-channel factors ``s`` (alpha 0.5) from the weights alone: ``x / s`` and ``W * s`` give
+    the same product, with the outlier channels' range moved from the activations (one scale for a whole tensor) into
+    the weights (one scale per row). ``input_range``: each input channel's expected range, here the preceding
+    LayerNorm's ``|gain| + |bias|``, since the outliers of trained transformers are LayerNorm gains."""
+    act = input_range.detach().float().abs().clamp_min(1e-5)
+    return (act / weight.detach().float().abs().amax(dim=0).clamp_min(1e-5)).sqrt()
+
+
+def quantize_weight(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Any:
+    """``weight`` ``[out, in]`` (and ``bias``) in FBGEMM's packed int8 form: symmetric, one scale per output row."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    ints = torch.round(w / scales.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
+        qweight = torch._make_per_channel_quantized_tensor(ints, scales, torch.zeros_like(scales, dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
+
+
+def _prepare_int8(weight: torch.Tensor, bias: torch.Tensor | None, input_range: torch.Tensor | None) -> Any:
+    """FBGEMM's packed weight (the bias added in its epilogue) and the inverse smoothing factors, if any."""
+    if input_range is None:
+        return quantize_weight(weight, bias), None
+    s = smoothing(weight, input_range)
+    return quantize_weight(weight.float() * s, bias), (1.0 / s).contiguous()
+
+
+def _int8_product(x: torch.Tensor, prepared: tuple[Any, torch.Tensor | None]) -> torch.Tensor:
+    packed, inverse = prepared
+    return torch.ops.quantized.linear_dynamic(x if inverse is None else x * inverse, packed, False)
+
+
+def _prepare_bf16(weight: torch.Tensor, bias: torch.Tensor | None, input_range: torch.Tensor | None) -> Any:
+    return weight.detach().to(torch.bfloat16).contiguous(), bias
+
+
+def gelu_up(linear: Callable[..., torch.Tensor], hidden_act: str) -> Callable[..., torch.Tensor] | None:
+    """The feed-forward's first linear with its exact GELU applied in place (no second ``[tokens, intermediate]``
+    tensor to allocate and fill: measured 2.7x slower than in place at v2-m3's size on the 2-core CPU, page faults
+    of a fresh block each time); None for other activations."""
+    if hidden_act != "gelu":
+        return None
+    return lambda x, weight, bias: torch.ops.aten.gelu_(linear(x, weight, bias))
+
+
+class LowPrecisionLinears:
+    """``linear(x, weight, bias)`` for the packed layers, with each ``(weight, bias, input_range)`` of ``weights``
+    replaced by its ``dtype`` form (``torch.int8`` or ``torch.bfloat16``), prepared once here; fp32 in, fp32 out.
+    ``input_range``: the inputs' per-channel range where known (int8 smooths those linears, :func:`smoothing`), else
+    None. The weights and biases are looked up by their storage, so the callers keep passing the model's own tensors.
+    """
+
+    def __init__(self, weights: Iterable[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+                 dtype: torch.dtype) -> None:
+        prepare: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], Any]
+        self._product: Callable[[torch.Tensor, Any], torch.Tensor]
+        if dtype == torch.int8:
+            if "fbgemm" not in torch.backends.quantized.supported_engines:
+                raise RuntimeError("dtype='int8' needs a PyTorch built with FBGEMM (x86 CPUs)")
+            prepare, self._product = _prepare_int8, _int8_product
+        elif dtype == torch.bfloat16:
+            from crossrank.backends.packed.layers import cpu_linear  # the packed package imports this module
+
+            bf16_linear = cpu_linear(torch.device("cpu"), torch.bfloat16)
+            prepare = _prepare_bf16
+
+            def product(x: torch.Tensor, prepared: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+                out = bf16_linear(x.to(torch.bfloat16), prepared[0], None).float()
+                return out if prepared[1] is None else out.add_(prepared[1])
+
+            self._product = product
+        else:
+            raise ValueError(f"no reduced-precision linears in {dtype}: use torch.int8 or torch.bfloat16")
+        self.dtype = dtype
+        self._prepared: dict[tuple[int, int, tuple[int, ...]], Any] = {}
+        with torch.inference_mode():
+            for w, b, input_range in weights:
+                self._prepared[self._key(w, b)] = prepare(w, b, input_range)
+
+    @staticmethod
+    def _key(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[int, int, tuple[int, ...]]:
+        return weight.data_ptr(), 0 if bias is None else bias.data_ptr(), tuple(weight.shape)
+
+    def __len__(self) -> int:
+        return len(self._prepared)
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        prepared = self._prepared.get(self._key(weight, bias))
+        if prepared is None:
+            raise KeyError(f"no {self.dtype} form of a {tuple(weight.shape)} weight and its bias: they were not "
+                           "prepared at load")
+        return self._product(x, prepared)
