@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ def main() -> None:
     root = Path(args.model_dir or tempfile.mkdtemp())
     queries = generated_queries(args.queries, args.passages, seed=args.seed)
     result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "cpu": platform.processor() or "cpu",
+        "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "cpu": tp.cpu_name(),
         "queries": args.queries, "passages_per_query": args.passages, "outlier_channels": args.outlier_channels,
         "outlier_scale": args.outlier_scale, "head_std": args.head_std, "seed": args.seed, "sizes": {},
     }

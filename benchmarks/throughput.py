@@ -18,9 +18,9 @@ utilisation, pre-tokenised), latency (one query, 100 passages of ~256 tokens, me
 compile (model-only with torch.compile of the post-attention block), grid (CPU: model sizes x passage lengths, see
 grid.py; ``--runners packed,flag,ce32``, ``--repeats`` rounds).
 
-    # the CPU grid (about 15 minutes on 2 cores)
+    # the CPU grid, 5 rounds (about 25 minutes on 2 cores)
     PYTHONPATH=src python benchmarks/throughput.py --device cpu --size v2m3 --pairs 8 --modes grid \
-        --runners packed,flag,ce32 --repeats 3 --model-dir /tmp/cpu --json grid.json
+        --runners packed,flag,ce32 --repeats 5 --model-dir /tmp/cpu --json grid.json
     # bf16 and int8 against fp32, v2-m3's shape, 16 pairs of ~230 tokens, 6 rounds
     PYTHONPATH=src python benchmarks/throughput.py --device cpu --size v2m3 --pairs 16 --per-query 16 --modes e2e \
         --runners packed,packed-bf16,packed-int8 --repeats 6 --interleave --model-dir /tmp/cpu --json dtypes.json
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import random
 import statistics
 import tempfile
@@ -48,6 +49,19 @@ SIZES = {
     "small": {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 128, "max_positions": 8194},
 }
 PEAK_TFLOPS = {"cuda": 989.0}  # H100/H200 SXM dense bf16/fp16
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its bf16/int8 flags, from /proc/cpuinfo where there is one."""
+    from crossrank.model.devices import CPU_BF16_FLAGS, CPU_INT8_FLAGS, cpu_flags
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        name = lines[0].split(":", 1)[1].strip() if lines else name
+    flags = sorted(cpu_flags() & {*CPU_BF16_FLAGS, *CPU_INT8_FLAGS})
+    return f"{name} ({', '.join(flags) or 'no bf16/int8 flags'})"
 
 
 def emit(result: dict[str, Any], path: str | None) -> None:
@@ -258,7 +272,7 @@ def main() -> None:
     from crossrank.model.devices import default_batch_tokens
 
     args.budget = args.budget or default_batch_tokens(torch.device(dev))
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev == "cuda" else cpu_name(),
                               "torch": torch.__version__, "size": size, "arch": arch, "dtype": dtype,
                               "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget,
                               "interleave": args.interleave}

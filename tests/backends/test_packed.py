@@ -170,12 +170,14 @@ def test_cpu_attention_uses_the_fused_kernel(tiny_reranker: Reranker) -> None:
     assert "aten::_scaled_dot_product_attention_math" not in ops
 
 
-def test_cpu_linear_is_onednn_and_equals_f_linear() -> None:
+@pytest.mark.parametrize(("vendor", "onednn"), [("GenuineIntel", False), ("AuthenticAMD", True)])
+def test_cpu_linear_by_vendor_and_equal_to_f_linear(monkeypatch: pytest.MonkeyPatch, vendor: str, onednn: bool) -> None:
+    monkeypatch.setattr(packed_layers, "cpu_vendor", lambda: vendor)
     linear = cpu_linear(torch.device("cpu"), torch.float32)
     if not torch.backends.mkldnn.is_available():
         assert linear is F.linear
         return
-    assert linear is not F.linear
+    assert (linear is packed_layers._onednn_linear) is onednn
     gen = torch.Generator().manual_seed(1)
     for rows in (1, 7, 300):  # one row per sequence in the last layer; a big packed batch
         x, w = torch.randn(rows, 48, generator=gen), torch.randn(80, 48, generator=gen)
@@ -188,8 +190,10 @@ def test_cpu_linear_falls_back_when_the_private_op_breaks(monkeypatch: pytest.Mo
     def broken(*_: object) -> torch.Tensor:
         raise RuntimeError("op changed")
 
+    monkeypatch.setattr(packed_layers, "cpu_vendor", lambda: "AuthenticAMD")
     monkeypatch.setattr(packed_layers, "_onednn_linear", broken)
     assert cpu_linear(torch.device("cpu"), torch.float32) is F.linear
+    assert cpu_linear(torch.device("cpu"), torch.bfloat16) is F.linear
 
 
 def test_gemm_epilogue_only_in_half_precision_on_cuda(tiny_reranker: Reranker) -> None:

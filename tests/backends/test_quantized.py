@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def _cpu_has_bf16_and_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
-    """FBGEMM and oneDNN run int8 and bf16 on any x86-64 CPU (slowly without VNNI / AVX-512 BF16), so these tests do
+    """oneDNN runs int8 and bf16 on any x86-64 CPU (slowly without VNNI / AVX-512 BF16), so these tests do
     not depend on the CPU they run on; the flags' policy is tested in tests/model/test_devices.py."""
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(("avx512_bf16", "avx512_vnni")))
 

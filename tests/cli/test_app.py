@@ -223,6 +223,32 @@ def test_rerank_invalid_format(tiny_model_dir: Path, passages_file: Path) -> Non
     assert "--format must be one of table, json, jsonl, csv, not 'xml'" in flat(result.stderr)
 
 
+@pytest.mark.parametrize(("dtype", "missing"), [("int8", "VNNI or AMX"), ("bf16", "AVX-512 BF16 or AMX")])
+def test_rerank_reduced_precision_on_a_cpu_without_it_is_one_clear_line(
+        tiny_model_dir: Path, passages_file: Path, monkeypatch: pytest.MonkeyPatch, dtype: str, missing: str) -> None:
+    from crossrank.model import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(("avx2",)))
+    result = invoke(*rerank_args(tiny_model_dir, str(passages_file), "--dtype", dtype))
+    assert result.exit_code == 1
+    assert f"error: dtype='{dtype}' on CPU needs" in flat(result.stderr) and missing in flat(result.stderr)
+    assert "Traceback" not in result.output
+
+
+def test_rerank_int8_scores_near_fp32(tiny_model_dir: Path, passages_file: Path, expected: list,  # type: ignore[type-arg]
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.model import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(("avx512_vnni",)))
+    result = invoke(*rerank_args(tiny_model_dir, str(passages_file), "--format", "json", "--dtype", "int8"))
+    assert result.exit_code == 0, result.output
+    got = {r[0]: r[2] for r in rows_of(json.loads(result.stdout))}
+    want = {r[0]: r[2] for r in expected}
+    assert got.keys() == want.keys() and got != want
+    spread = max(want.values()) - min(want.values())
+    assert max(abs(got[i] - want[i]) for i in want) < 0.35 * spread  # as tests/backends/test_quantized.py's bound
+
+
 def test_rerank_missing_model_is_one_clear_line(passages_file: Path) -> None:
     result = invoke("rerank", "-q", QUERY, "-p", str(passages_file), "-m", "nowhere-org/nowhere-model")
     assert result.exit_code == 1

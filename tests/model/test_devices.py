@@ -109,6 +109,14 @@ def test_cpu_flags_read_from_cpuinfo() -> None:
         assert isinstance(flags, frozenset)
 
 
+def test_cpu_vendor_read_from_cpuinfo() -> None:
+    vendor = devices.cpu_vendor()
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        assert vendor in ("GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls")
+    else:
+        assert isinstance(vendor, str)
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "float32", "FP32", torch.float32])
 def test_fp32_on_cpu_accepted(dtype: str | torch.dtype) -> None:
     assert resolve_dtype(dtype, CPU) == torch.float32

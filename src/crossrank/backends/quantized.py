@@ -3,27 +3,21 @@ attention, classifier); only the encoder's linears run in the lower precision, f
 once at load, because a residual stream with outlier channels loses the ranking when it is itself kept in bf16
 (benchmarks/RESULTS.md).
 
-- ``int8``: weights quantised symmetrically with one scale per output channel, activations quantised on the fly at
-  every call (one scale per call), through PyTorch's FBGEMM kernels, which use VNNI / AMX. Measured on a 2-core
-  AVX-512 VNNI CPU at v2-m3's shapes against the other maintained ways of running dynamically quantised linears in
-  eager mode: FBGEMM's ``quantized::linear_dynamic`` ran the four linears of a layer 2.5x faster than fp32; torchao's
-  ``Int8DynamicActivationInt8WeightConfig`` ran them slower than fp32 without ``torch.compile``, and oneDNN's
-  ``qlinear_pointwise`` with activations quantised by PyTorch ops was no faster than fp32. PyTorch marks the quantised
-  tensors that FBGEMM's prepacking takes as deprecated; they are made here only, at load, so the warning is silenced
-  here only.
+- ``int8``: weights quantised symmetrically with one scale per output channel, once; activations quantised at every
+  call to uint8 with one scale and zero point per call (as PyTorch's dynamic quantisation does), through oneDNN's
+  ``qlinear_pointwise``, which uses AMX where the CPU has it and VNNI elsewhere: measured twice as fast as FBGEMM's
+  dynamic linears with AMX and as fast without (benchmarks/RESULTS.md). Plain uint8 and int8 tensors only, not
+  PyTorch's deprecated quantised tensor types.
 - ``bf16``: bf16 copies of the weights; activations cast to bf16 for the product (oneDNN's kernels, with AVX-512 BF16
   or AMX), results back in fp32.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-
-_DEPRECATION = ".*quantized tensor creation functions.*deprecated"
 
 
 def smoothing(weight: torch.Tensor, input_range: torch.Tensor) -> torch.Tensor:
@@ -35,28 +29,36 @@ def smoothing(weight: torch.Tensor, input_range: torch.Tensor) -> torch.Tensor:
     return (act / weight.detach().float().abs().amax(dim=0).clamp_min(1e-5)).sqrt()
 
 
-def quantize_weight(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Any:
-    """``weight`` ``[out, in]`` (and ``bias``) in FBGEMM's packed int8 form: symmetric, one scale per output row."""
+def quantize_weight(weight: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[Any, ...]:
+    """``weight`` ``[out, in]`` in oneDNN's packed int8 form (symmetric, one scale per output row), with its scales,
+    zero points and ``bias`` (added in the kernel's epilogue)."""
     w = weight.detach().float()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
-    ints = torch.round(w / scales.float()[:, None]).clamp_(-127, 127).to(torch.int8)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
-        qweight = torch._make_per_channel_quantized_tensor(ints, scales, torch.zeros_like(scales, dtype=torch.long), 0)
-    return torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    ints = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    packed = torch.ops.onednn.qlinear_prepack(ints, None)
+    fp_bias = None if bias is None else bias.detach().float().contiguous()
+    return packed, scales.contiguous(), torch.zeros_like(scales, dtype=torch.long), fp_bias
 
 
 def _prepare_int8(weight: torch.Tensor, bias: torch.Tensor | None, input_range: torch.Tensor | None) -> Any:
-    """FBGEMM's packed weight (the bias added in its epilogue) and the inverse smoothing factors, if any."""
+    """The packed weight and the inverse smoothing factors, if any."""
     if input_range is None:
         return quantize_weight(weight, bias), None
     s = smoothing(weight, input_range)
     return quantize_weight(weight.float() * s, bias), (1.0 / s).contiguous()
 
 
-def _int8_product(x: torch.Tensor, prepared: tuple[Any, torch.Tensor | None]) -> torch.Tensor:
-    packed, inverse = prepared
-    return torch.ops.quantized.linear_dynamic(x if inverse is None else x * inverse, packed, False)
+def _int8_product(x: torch.Tensor, prepared: tuple[tuple[Any, ...], torch.Tensor | None]) -> torch.Tensor:
+    (packed, scales, zero_points, bias), inverse = prepared
+    if inverse is not None:
+        x = x * inverse
+    low, high = (float(v) for v in torch.aminmax(x))
+    low, high = min(low, 0.0), max(high, 0.0)  # the range holds 0, which is then exact, as in PyTorch's
+    scale = max((high - low) / 255.0, 1e-12)
+    zero_point = min(255, max(0, round(-low / scale)))
+    xq = x.mul(1.0 / scale).add_(zero_point).round_().clamp_(0, 255).to(torch.uint8)
+    return torch.ops.onednn.qlinear_pointwise(xq, scale, zero_point, packed, scales, zero_points, bias, 1.0, 0,
+                                              torch.float32, "none", [], "")
 
 
 def _prepare_bf16(weight: torch.Tensor, bias: torch.Tensor | None, input_range: torch.Tensor | None) -> Any:
@@ -84,8 +86,8 @@ class LowPrecisionLinears:
         prepare: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], Any]
         self._product: Callable[[torch.Tensor, Any], torch.Tensor]
         if dtype == torch.int8:
-            if "fbgemm" not in torch.backends.quantized.supported_engines:
-                raise RuntimeError("dtype='int8' needs a PyTorch built with FBGEMM (x86 CPUs)")
+            if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")):
+                raise RuntimeError("dtype='int8' needs a PyTorch built with oneDNN (x86 CPUs)")
             prepare, self._product = _prepare_int8, _int8_product
         elif dtype == torch.bfloat16:
             from crossrank.backends.packed.layers import cpu_linear  # the packed package imports this module

@@ -125,12 +125,7 @@ def eval_command(
 
     Example: crossrank eval scifact --first-stage bm25 --top-k 100 --model BAAI/bge-reranker-v2-m3
     """
-    if compare and not models:
-        fail("--compare needs the models to compare after DATASET")
-    if models and not compare:
-        fail(f"extra arguments {' '.join(models)}: to compare several models, add --compare")
-    rerankers = [replace(settings, model=m) for m in models] if compare and models else [settings]
-    rerankers += [replace(r, dtype=_dtype_choice(d)) for d in compare_dtype or [] for r in list(rerankers)]
+    rerankers = _rerankers(settings, models, compare, compare_dtype or [])
     with friendly_errors():
         plan = EvalPlan(dataset, first_stage, top_k, rerankers, [], output, split, language, max_queries,
                         cache or output / "scores.sqlite", data_dir)
@@ -142,6 +137,18 @@ def eval_command(
 
     Console().print(render_table(report))
     say(f"wrote {output / 'report.json'}, {output / 'report.png'} and the runs as TREC files in {output}")
+
+
+def _rerankers(settings: ModelSettings, models: list[str] | None, compare: bool,
+               compare_dtypes: list[str]) -> list[ModelSettings]:
+    """The rerankers to evaluate: the models after DATASET with --compare, else the one of --model; each also in
+    every dtype of --compare-dtype."""
+    if compare and not models:
+        fail("--compare needs the models to compare after DATASET")
+    if models and not compare:
+        fail(f"extra arguments {' '.join(models)}: to compare several models, add --compare")
+    rerankers = [replace(settings, model=m) for m in models] if compare and models else [settings]
+    return rerankers + [replace(r, dtype=_dtype_choice(d)) for d in compare_dtypes for r in rerankers]
 
 
 def _dtype_choice(name: str) -> Dtype:

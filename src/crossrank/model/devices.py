@@ -101,16 +101,26 @@ def resolve_devices(devices: str | Sequence[str | torch.device]) -> list[torch.d
             for d in resolved]
 
 
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this machine's CPU, from ``/proc/cpuinfo`` (empty where there is none)."""
+def _cpuinfo_field(*names: str) -> str:
+    """The first ``/proc/cpuinfo`` line named one of ``names``, after its colon ('' where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        if line.startswith(names):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU, from ``/proc/cpuinfo`` (empty where there is none)."""
+    return frozenset(_cpuinfo_field("flags", "Features").split())
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor as ``/proc/cpuinfo`` names it (``GenuineIntel``, ``AuthenticAMD``; '' where there is none)."""
+    return _cpuinfo_field("vendor_id")
 
 
 def _require_cpu_flags(dtype: str, wanted: tuple[str, ...], names: str) -> None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from crossrank.backends.packed.architectures import _GELU_ACTS
+from crossrank.model.devices import cpu_vendor
 
 log = logging.getLogger("crossrank.backends.packed")
 
@@ -77,16 +78,18 @@ _PostWeights = tuple[_T, _T, _T, _T, float, _T, _T, _T, _T, _T, _T, float]
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear`` through oneDNN's matmul (the op ``torch.compile`` uses for CPU linears) instead of MKL's sgemm:
-    on the 2-core AMD CPU it measured 5-15% faster on these shapes (benchmarks/RESULTS.md), with the same result to
-    ~1e-6."""
+    """``F.linear`` through oneDNN's matmul (the op ``torch.compile`` uses for CPU linears) instead of MKL's sgemm,
+    with the same result to ~1e-6."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def cpu_linear(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.Tensor]:
-    """The linear used by the packed layers: oneDNN's on CPU in fp32 and bf16 where this torch has it and it agrees
-    with ``F.linear`` on a probe (it is a private op, so a torch that changed it falls back instead of failing), else
-    ``F.linear``."""
+    """The linear used by the packed layers on the CPU, the faster one measured there (benchmarks/RESULTS.md): in fp32,
+    MKL's sgemm (``F.linear``) on Intel CPUs and oneDNN's matmul on others (AMD); in bf16, oneDNN's. oneDNN's is taken
+    only where this torch has it and it agrees with ``F.linear`` on a probe (it is a private op, so a torch that
+    changed it falls back instead of failing)."""
+    if dtype == torch.float32 and cpu_vendor() == "GenuineIntel":
+        return F.linear
     if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
         return F.linear
     try:
