@@ -40,3 +40,16 @@ def test_page_loads_every_script_there_is_in_order() -> None:
     assert sorted(loaded) == sorted(p.name for p in STATIC.glob("*.js"))
     assert loaded[-1] == "app.js"                       # the others define what it uses
     assert loaded.index("logic.js") < loaded.index("table.js")
+
+
+def test_every_sentence_in_both_languages_and_every_page_key_translated() -> None:
+    tables = json.loads((STATIC / "i18n.json").read_text(encoding="utf-8"))
+    assert tables["en"].keys() == tables["zh"].keys()
+    assert all(tables["en"].values()) and all(tables["zh"].values())
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    scripts = "".join(p.read_text(encoding="utf-8") for p in STATIC.glob("*.js"))
+    used = set(re.findall(r'data-i18n(?:-placeholder)?="([^"]+)"', html))
+    used |= set(re.findall(r'\bt\("([A-Za-z0-9]+)"', scripts)) | set(re.findall(r'\btn\("([A-Za-z0-9]+)"', scripts))
+    assert used and used <= tables["en"].keys()
+    cases = json.loads((STATIC / "examples.json").read_text(encoding="utf-8"))["cases"]
+    assert {c["name"] for c in cases} == tables["exampleNames"]["zh"].keys()

@@ -244,7 +244,10 @@
 
   // ---------- actions ----------
 
-  function submit() {
+  /** Score the inputs; after the page's sentences are in, since every message it shows is one of them. */
+  function submit() { I18N.load().then(submitNow); }
+
+  function submitNow() {
     if (state.busy) return;
     var query = el.query.value.trim();
     var docsText = el.docs.value;
@@ -311,10 +314,9 @@
   }
 
   function nameExamples() {
-    var names = I18N.exampleNames[state.lang] || {};
     Array.from(el.example.options).forEach(function (opt) {
       var c = state.examples[parseInt(opt.value, 10)];
-      if (c) opt.textContent = names[c.name] || c.name;
+      if (c) opt.textContent = I18N.exampleName(state.lang, c.name);
     });
   }
 
@@ -358,7 +360,7 @@
     el.threshold.value = String(state.threshold);
     el.thresholdNumber.value = L.thresholdText(state.threshold);
     el.apiKey.value = D.storageGet("sessionStorage", "crossrank.apiKey") || "";
-    applyLanguage(lang);
+    state.lang = lang === "zh" ? "zh" : "en";  // the page's sentences follow once i18n.json is in (at the end)
     applyThreshold();
 
     el.form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
@@ -394,8 +396,11 @@
       renderCards();
     });
     wireTable();
-    loadInfo();
-    loadExamples();
+    I18N.load().then(function () {
+      applyLanguage(state.lang);
+      loadInfo();
+      loadExamples();
+    });
   }
 
   init();
