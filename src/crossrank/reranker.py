@@ -203,11 +203,12 @@ class Reranker:
         thread: a future of the sequences, numbered from 0 in ``pairs``. For callers that tokenise while the device
         scores, such as the service's engine."""
         mode = _checked_mode(long_passages or self.settings.long_passages)
-        return self._slice_submitter(self.encoder)(pairs, mode)
+        submit, _ = self._slice_submitter(self.encoder)
+        return submit(pairs, mode)
 
-    def _slice_submitter(self, encoder: PairEncoder) -> SubmitSlice:
-        """Where slices tokenised by ``encoder`` go: the tokenizer processes (which encode as this reranker's encoder
-        does, so only for it), else this process's tokenizer thread."""
+    def _slice_submitter(self, encoder: PairEncoder) -> tuple[SubmitSlice, int]:
+        """Where slices tokenised by ``encoder`` go, and how many may be tokenised ahead: the tokenizer processes
+        (which encode as this reranker's encoder does, so only for it), else this process's tokenizer thread."""
         processes = self._tokenizer_processes
         if processes is not None and encoder is self.encoder:
             def to_process(part: Sequence[tuple[str, str]], mode: str) -> Future[list[EncodedPair]]:
@@ -215,20 +216,19 @@ class Reranker:
                     part = encoder.cut_pairs(part)  # texts leave this process: 10 MB passages need not cross
                 return processes.submit(part, mode)
 
-            return to_process
+            return to_process, processes.ahead
         overlap = self.settings.chunk_overlap
 
         def to_thread(part: Sequence[tuple[str, str]], mode: str) -> Future[list[EncodedPair]]:
             return self._tokenizer_thread.submit(encoder.encode_as, part, mode, overlap)
 
-        return to_thread
+        return to_thread, THREAD_AHEAD
 
     def _encoded_slices(self, pairs: Sequence[tuple[str, str]], bounds: Sequence[tuple[int, int]], mode: str,
                         encoder: PairEncoder) -> Generator[list[EncodedPair], None, None]:
         """Each slice of ``bounds`` tokenised, in order, the next ones while the caller scores this one."""
-        processes = self._tokenizer_processes
-        ahead = processes.ahead if processes is not None and encoder is self.encoder else THREAD_AHEAD
-        return encoded_slices(self._slice_submitter(encoder), pairs, bounds, mode, ahead)
+        submit, ahead = self._slice_submitter(encoder)
+        return encoded_slices(submit, pairs, bounds, mode, ahead)
 
     def _raw_scores(self, pairs: Sequence[tuple[str, str]], long_passages: str | None,
                     progress: ProgressCallback | None, max_length: int | None = None,

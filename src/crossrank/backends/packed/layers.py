@@ -88,9 +88,9 @@ def cpu_linear(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.
     MKL's sgemm (``F.linear``) on Intel CPUs and oneDNN's matmul on others (AMD); in bf16, oneDNN's. oneDNN's is taken
     only where this torch has it and it agrees with ``F.linear`` on a probe (it is a private op, so a torch that
     changed it falls back instead of failing)."""
-    if dtype == torch.float32 and cpu_vendor() == "GenuineIntel":
-        return F.linear
     if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
+        return F.linear
+    if dtype == torch.float32 and cpu_vendor() == "GenuineIntel":
         return F.linear
     try:
         gen = torch.Generator().manual_seed(0)
