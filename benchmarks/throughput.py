@@ -419,7 +419,8 @@ def main() -> None:
         lat_lens = [len(x) for x in tokenizer([query] * 100, passages, truncation="only_second",
                                               max_length=512)["input_ids"]]
         lat: dict[str, Any] = {"median_tokens": statistics.median(lat_lens)}
-        for name in [x for x in runners if x in ("packed", "padded", "flag")]:
+        for name in [x for x in runners if x.partition("-")[0] in ("packed", "padded", "flag")]:
+            base, _, own_dtype = name.partition("-")
             if name == "flag":
                 from FlagEmbedding import FlagReranker
 
@@ -427,7 +428,7 @@ def main() -> None:
                 call = lambda fr=fr: fr.compute_score(lat_pairs)  # noqa: E731
                 reps = 20
             else:
-                r = crossrank_runner(path, dev, dtype, name, args.budget)
+                r = crossrank_runner(path, dev, own_dtype or dtype, base, args.budget)
                 call = lambda r=r: r.rerank(query, passages)  # noqa: E731
                 reps = 50
             for _ in range(3):

@@ -36,9 +36,10 @@ def _weights(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.int8, 0.03), (torch.bfloat16, 0.01)])
 def test_linear_close_to_fp32(dtype: torch.dtype, tol: float) -> None:
     x, w, b = _weights()
-    linears = LowPrecisionLinears([(w, b, None)], dtype)
+    linears = LowPrecisionLinears(dtype)
+    prepared = linears.prepare(w, b, None)
     with torch.inference_mode():
-        got, want = linears(x, w, b), F.linear(x, w, b)
+        got, want = linears(x, prepared), F.linear(x, w, b)
     assert got.dtype == torch.float32 and got.shape == want.shape
     # int8: 8 bits of the activations' range and each row's weights; bf16: 8 bits of mantissa.
     assert (got - want).abs().max() / want.abs().max() < tol
@@ -49,8 +50,9 @@ def test_int8_with_wrong_scales_is_far_from_fp32(monkeypatch: pytest.MonkeyPatch
     x, w, b = _weights()
     original = quantized.quantize_weight
     monkeypatch.setattr(quantized, "quantize_weight", lambda weight, bias: original(weight * 2, bias))
+    linears = LowPrecisionLinears(torch.int8)
     with torch.inference_mode():
-        got, want = LowPrecisionLinears([(w, b, None)], torch.int8)(x, w, b), F.linear(x, w, b)
+        got, want = linears(x, linears.prepare(w, b, None)), F.linear(x, w, b)
     assert (got - want).abs().max() / want.abs().max() > 0.3
 
 
@@ -69,33 +71,39 @@ def test_int8_smoothed_linear_beats_plain_on_outlier_inputs() -> None:
     gain = torch.ones(64)
     gain[[5, 40]] = 30.0
     x = x * gain
+    linears = LowPrecisionLinears(torch.int8)
     with torch.inference_mode():
         want = F.linear(x, w, b)
-        plain = LowPrecisionLinears([(w, b, None)], torch.int8)(x, w, b)
-        smoothed = LowPrecisionLinears([(w, b, gain)], torch.int8)(x, w, b)
+        plain = linears(x, linears.prepare(w, b, None))
+        smoothed = linears(x, linears.prepare(w, b, gain))
     assert (smoothed - want).abs().max() < (plain - want).abs().max()
 
 
-def test_unprepared_weight_and_unknown_dtype_refused() -> None:
+def test_a_second_bias_and_unknown_dtype_refused() -> None:
     x, w, b = _weights()
-    linears = LowPrecisionLinears([(w, b, None)], torch.int8)
+    linears = LowPrecisionLinears(torch.int8)
+    prepared = linears.prepare(w, b, None)
     assert len(linears) == 1
-    with pytest.raises(KeyError, match="not prepared at load"):
-        linears(x, w.clone(), b)
-    with pytest.raises(KeyError, match="not prepared at load"):
-        linears(x, w, b.clone())  # the bias is packed with the weight: another one would be silently ignored
+    with pytest.raises(ValueError, match="bias is prepared with its weight"):
+        linears(x, prepared, b)  # the bias is packed with the weight: another one would be silently ignored
     with pytest.raises(ValueError, match=r"use torch\.int8 or torch\.bfloat16"):
-        LowPrecisionLinears([(w, b, None)], torch.float16)
+        LowPrecisionLinears(torch.float16)
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16])
 def test_packed_backend_prepares_every_encoder_linear(tiny_model_dir: Path, dtype: torch.dtype) -> None:
     _, model = load_model(tiny_model_dir, "tiny", dtype=dtype, device=CPU)
     assert next(model.parameters()).dtype == torch.float32  # the model stays fp32; its linears get copies
+    full = sum(p.numel() for p in model.parameters())
+    linear_weights = sum(p.numel() for name, p in model.named_parameters()
+                         if (name.startswith("roberta.encoder.") and name.endswith("dense.weight"))
+                         or name.endswith(("query.weight", "key.weight", "value.weight")))
     backend = create_backend("auto", model, pad_token_id=1, device=CPU, dtype=dtype)
     assert isinstance(backend, PackedBackend)
     assert isinstance(backend.linear, LowPrecisionLinears)
     assert len(backend.linear) == 4 * model.config.num_hidden_layers
+    # The fp32 copies of the prepared weights are freed: embeddings, LayerNorms, biases and the head remain.
+    assert sum(p.numel() for p in model.parameters()) == full - linear_weights
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16])

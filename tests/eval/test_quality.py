@@ -68,13 +68,14 @@ BOUNDS = {
 
 
 def violations(dtype: str, a: ScoreAgreement) -> list[str]:
-    """The bounds ``a`` breaks (upper bounds for differences, lower bounds for agreement)."""
-    out = []
-    for name, bound in BOUNDS[dtype].items():
-        value = getattr(a, name)
-        if (value > bound) if "delta" in name else (value < bound):
-            out.append(f"{name} {value:.4f} (bound {bound})")
-    return out
+    return a.violations(BOUNDS[dtype])
+
+
+def test_violations_name_the_broken_bounds() -> None:
+    a = ScoreAgreement(1, 10, max_rel_delta=0.5, p99_rel_delta=0.1, spearman_min=0.8, spearman_median=0.95, top_k=10,
+                       top_k_overlap_min=0.9, top_k_overlap_mean=0.9)
+    assert a.violations({"max_rel_delta": 0.4, "p99_rel_delta": 0.2, "spearman_min": 0.9, "top_k_overlap_mean": 0.9}
+                        ) == ["max_rel_delta 0.5000 (bound 0.4)", "spearman_min 0.8000 (bound 0.9)"]
 
 
 @pytest.fixture(scope="module")

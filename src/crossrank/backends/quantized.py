@@ -1,7 +1,7 @@
 """The CPU's reduced-precision linears: bf16 and int8. The model stays fp32 (embeddings, residual stream, LayerNorms,
-attention, classifier); only the encoder's linears run in the lower precision, from copies of their weights prepared
-once at load, because a residual stream with outlier channels loses the ranking when it is itself kept in bf16
-(benchmarks/RESULTS.md).
+attention, classifier); only the encoder's linears run in the lower precision, from forms of their weights prepared
+once at load (the packed backend then frees the fp32 originals), because a residual stream with outlier channels
+loses the ranking when it is itself kept in bf16 (benchmarks/RESULTS.md).
 
 - ``int8``: weights quantised symmetrically with one scale per output channel, once; activations quantised at every
   call to uint8 with one scale and zero point per call (as PyTorch's dynamic quantisation does), through oneDNN's
@@ -14,7 +14,7 @@ once at load, because a residual stream with outlier channels loses the ranking 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,49 +75,44 @@ def gelu_up(linear: Callable[..., torch.Tensor], hidden_act: str) -> Callable[..
 
 
 class LowPrecisionLinears:
-    """``linear(x, weight, bias)`` for the packed layers, with each ``(weight, bias, input_range)`` of ``weights``
-    replaced by its ``dtype`` form (``torch.int8`` or ``torch.bfloat16``), prepared once here; fp32 in, fp32 out.
-    ``input_range``: the inputs' per-channel range where known (int8 smooths those linears, :func:`smoothing`), else
-    None. The weights and biases are looked up by their storage, so the callers keep passing the model's own tensors.
-    """
+    """The packed layers' linears in ``dtype`` (``torch.int8`` or ``torch.bfloat16``), fp32 in, fp32 out.
+    ``prepare(weight, bias, input_range)`` makes a linear's reduced form once, at load, with its bias; ``input_range``:
+    the inputs' per-channel range where known (int8 smooths those linears, :func:`smoothing`), else None.
+    ``linears(x, prepared, None)`` runs it."""
 
-    def __init__(self, weights: Iterable[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
-                 dtype: torch.dtype) -> None:
-        prepare: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], Any]
+    def __init__(self, dtype: torch.dtype) -> None:
+        self._prepare: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], Any]
         self._product: Callable[[torch.Tensor, Any], torch.Tensor]
         if dtype == torch.int8:
             if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")):
                 raise RuntimeError("dtype='int8' needs a PyTorch built with oneDNN (x86 CPUs)")
-            prepare, self._product = _prepare_int8, _int8_product
+            self._prepare, self._product = _prepare_int8, _int8_product
         elif dtype == torch.bfloat16:
             from crossrank.backends.packed.layers import cpu_linear  # the packed package imports this module
 
             bf16_linear = cpu_linear(torch.device("cpu"), torch.bfloat16)
-            prepare = _prepare_bf16
 
             def product(x: torch.Tensor, prepared: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
                 out = bf16_linear(x.to(torch.bfloat16), prepared[0], None).float()
                 return out if prepared[1] is None else out.add_(prepared[1])
 
-            self._product = product
+            self._prepare, self._product = _prepare_bf16, product
         else:
             raise ValueError(f"no reduced-precision linears in {dtype}: use torch.int8 or torch.bfloat16")
         self.dtype = dtype
-        self._prepared: dict[tuple[int, int, tuple[int, ...]], Any] = {}
-        with torch.inference_mode():
-            for w, b, input_range in weights:
-                self._prepared[self._key(w, b)] = prepare(w, b, input_range)
-
-    @staticmethod
-    def _key(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[int, int, tuple[int, ...]]:
-        return weight.data_ptr(), 0 if bias is None else bias.data_ptr(), tuple(weight.shape)
+        self._prepared = 0
 
     def __len__(self) -> int:
-        return len(self._prepared)
+        """How many linears were prepared."""
+        return self._prepared
 
-    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        prepared = self._prepared.get(self._key(weight, bias))
-        if prepared is None:
-            raise KeyError(f"no {self.dtype} form of a {tuple(weight.shape)} weight and its bias: they were not "
-                           "prepared at load")
+    def prepare(self, weight: torch.Tensor, bias: torch.Tensor | None, input_range: torch.Tensor | None) -> Any:
+        with torch.inference_mode():
+            prepared = self._prepare(weight, bias, input_range)
+        self._prepared += 1
+        return prepared
+
+    def __call__(self, x: torch.Tensor, prepared: Any, bias: None = None) -> torch.Tensor:
+        if bias is not None:
+            raise ValueError("a reduced-precision linear's bias is prepared with its weight")
         return self._product(x, prepared)

@@ -41,6 +41,16 @@ class ScoreAgreement:
         """Plain numbers, rounded for a report."""
         return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
+    def violations(self, bounds: dict[str, float]) -> list[str]:
+        """The ``bounds`` (field name → bound) this agreement breaks: upper bounds for the differences
+        (``*_delta``), lower bounds for the rest."""
+        out = []
+        for name, bound in bounds.items():
+            value = getattr(self, name)
+            if (value > bound) if name.endswith("_delta") else (value < bound):
+                out.append(f"{name} {value:.4f} (bound {bound})")
+        return out
+
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     try:

@@ -9,11 +9,11 @@ thresholds (large blocks are mapped and unmapped, never parked in the heap), and
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 from collections.abc import Callable
+
+from crossrank.model.heap import libc_function
 
 log = logging.getLogger("crossrank.server")
 
@@ -22,26 +22,15 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 
 
-def _libc_function(name: str) -> Callable[..., int] | None:
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    try:
-        function: Callable[..., int] = getattr(ctypes.CDLL(library), name)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return None
-    return function
-
-
 def _malloc_trim() -> Callable[[int], int] | None:
-    return _libc_function("malloc_trim")
+    return libc_function("malloc_trim")
 
 
 def release_large_blocks_promptly(threshold: int = 2**20) -> bool:
     """Blocks of ``threshold`` bytes or more are mapped on their own and unmapped when freed, and the heap top is
     returned past ``threshold`` (as ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` would, but settable after
     start). Process-wide, so only the ``serve`` command calls it. False where the C library is not glibc."""
-    mallopt = _libc_function("mallopt")
+    mallopt = libc_function("mallopt")
     if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))

@@ -55,6 +55,7 @@ from crossrank.backends.packed.layers import _add_layer_norm, _post_attention, _
 from crossrank.backends.quantized import LowPrecisionLinears, gelu_up
 from crossrank.core.tokenize import EncodedPair
 from crossrank.model.devices import is_out_of_memory, reduced_cpu_precision
+from crossrank.model.heap import release_free_heap
 
 log = logging.getLogger("crossrank.backends.packed")
 
@@ -95,9 +96,9 @@ class PackedBackend:
             torch.compile(_post_attention, dynamic=True) if compile else None
         )
         self.attention_kind = self._choose_attention(attention)
-        self.linear: Callable[..., torch.Tensor] = (
-            self._low_precision_linears() if reduced_cpu_precision(device, dtype) else cpu_linear(device, dtype)
-        )
+        self.linear: Callable[..., torch.Tensor] = cpu_linear(device, dtype)
+        if reduced_cpu_precision(device, dtype):
+            self._prepare_linears(LowPrecisionLinears(dtype))
         self._cuda = device.type == "cuda"
         # The Triton residual+LayerNorm kernel (CUDA, fp16/bf16); None: wherever it can run.
         can_fuse = fused.available(device, dtype) and not compile
@@ -124,7 +125,7 @@ class PackedBackend:
     def _fuse_qkv(self) -> None:
         """Point each layer's query/key/value weights at slices of one fused tensor: one GEMM instead of three, and
         no extra memory (the HF modules keep working, on views of the same storage)."""
-        self.qkv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.qkv: list[tuple[Any, torch.Tensor | None]] = []  # a tensor, or its prepared form (_prepare_linears)
         for layer in self.layers:
             attn = layer.attention.self
             mods = (attn.query, attn.key, attn.value)
@@ -137,21 +138,31 @@ class PackedBackend:
                     m.bias = torch.nn.Parameter(bias[i * rows : (i + 1) * rows], requires_grad=False)
             self.qkv.append((weight, bias))
 
-    def _low_precision_linears(self) -> LowPrecisionLinears:
-        """Every linear of the encoder layers in bf16 or int8 (the CPU's reduced precisions); embeddings, LayerNorms,
-        attention and the classifier stay fp32."""
+    def _prepare_linears(self, linears: LowPrecisionLinears) -> None:
+        """Every linear of the encoder layers in bf16 or int8 (the CPU's reduced precisions): each weight (with its
+        bias) in the backend's lists is replaced by its prepared form, and the model's own fp32 copy is freed (int8:
+        v2-m3's encoder linears take a quarter of the memory). Embeddings, LayerNorms, attention and the classifier
+        stay fp32."""
         def ln_range(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
             return weight.abs() + bias.abs()
 
         emb_ln = self.base.embeddings.LayerNorm
-        weights: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
-        for i, ((qkv, qkv_bias), post) in enumerate(zip(self.qkv, self.post_weights)):
-            before = ln_range(emb_ln.weight, emb_ln.bias) if i == 0 else ln_range(*self.post_weights[i - 1][9:11])
+        ranges = [ln_range(emb_ln.weight, emb_ln.bias)] + [ln_range(*post[9:11]) for post in self.post_weights]
+        for i, layer in enumerate(self.layers):
+            (qkv, qkv_bias), post = self.qkv[i], list(self.post_weights[i])
             # Q/K/V and the feed-forward's up projection read LayerNorm outputs; the output projection and the
             # feed-forward's down projection read attention and GELU outputs.
-            weights += [(qkv, qkv_bias, before), (post[0], post[1], None),
-                        (post[5], post[6], ln_range(post[2], post[3])), (post[7], post[8], None)]
-        return LowPrecisionLinears(weights, self.dtype)
+            self.qkv[i] = (linears.prepare(qkv, qkv_bias, ranges[i]), None)
+            post[0:2] = linears.prepare(post[0], post[1], None), None
+            post[5:7] = linears.prepare(post[5], post[6], ln_range(post[2], post[3])), None
+            post[7:9] = linears.prepare(post[7], post[8], None), None
+            self.post_weights[i] = tuple(post)  # the same 12 entries
+            attn = layer.attention.self
+            for module in (attn.query, attn.key, attn.value, layer.attention.output.dense, layer.intermediate.dense,
+                           layer.output.dense):
+                module.weight = torch.nn.Parameter(module.weight.new_empty(0), requires_grad=False)
+        self.linear = linears
+        release_free_heap()  # else the freed copies stay in the loader threads' arenas, resident until reused
 
     def _choose_attention(self, attention: str) -> str:
         half = self.dtype in (torch.float16, torch.bfloat16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,12 @@ from crossrank.backends.packed.architectures import _GELU_ACTS
 from crossrank.model.devices import cpu_vendor
 
 log = logging.getLogger("crossrank.backends.packed")
+
+_T = torch.Tensor
+_W = Any
+"""A linear's weight: a tensor, or the form a reduced precision prepared from it (its bias is then None)."""
+_PostWeights = tuple[_W, _T | None, _T, _T, float, _W, _T | None, _W, _T | None, _T, _T, float]
+"""``_post_attention``'s weights after ``ctx`` and ``x``, in its order."""
 
 
 def _add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -23,8 +30,8 @@ def _add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tenso
 
 
 def _post_attention(
-    ctx: torch.Tensor, x: torch.Tensor, o_w: torch.Tensor, o_b: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
-    ln1_eps: float, i_w: torch.Tensor, i_b: torch.Tensor, f_w: torch.Tensor, f_b: torch.Tensor, ln2_w: torch.Tensor,
+    ctx: torch.Tensor, x: torch.Tensor, o_w: _W, o_b: torch.Tensor | None, ln1_w: torch.Tensor, ln1_b: torch.Tensor,
+    ln1_eps: float, i_w: _W, i_b: torch.Tensor | None, f_w: _W, f_b: torch.Tensor | None, ln2_w: torch.Tensor,
     ln2_b: torch.Tensor, ln2_eps: float, act: Callable[[torch.Tensor], torch.Tensor],
     linear: Callable[..., torch.Tensor] = F.linear, add_norm: Callable[..., torch.Tensor] = _add_layer_norm,
     up: Callable[..., torch.Tensor] | None = None,
@@ -71,10 +78,6 @@ def gemm_epilogue(hidden_act: str, device: torch.device, dtype: torch.dtype) -> 
         return None
     return up
 
-
-_T = torch.Tensor
-_PostWeights = tuple[_T, _T, _T, _T, float, _T, _T, _T, _T, _T, _T, float]
-"""``_post_attention``'s weights after ``ctx`` and ``x``, in its order."""
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
