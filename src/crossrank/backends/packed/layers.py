@@ -79,7 +79,6 @@ def gemm_epilogue(hidden_act: str, device: torch.device, dtype: torch.dtype) -> 
     return up
 
 
-
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear`` through oneDNN's matmul (the op ``torch.compile`` uses for CPU linears) instead of MKL's sgemm,
     with the same result to ~1e-6."""
