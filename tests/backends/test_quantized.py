@@ -113,6 +113,12 @@ def test_reduced_precision_refused_on_the_padded_backend(tiny_model_dir: Path, d
         create_backend("padded", model, pad_token_id=1, device=CPU, dtype=dtype)
 
 
+def test_reduced_precision_refused_with_compile(tiny_model_dir: Path) -> None:
+    _, model = load_model(tiny_model_dir, "tiny", dtype=torch.int8, device=CPU)
+    with pytest.raises(ValueError, match="compile=True does not run the CPU's int8 linears"):
+        PackedBackend(model, device=CPU, dtype=torch.int8, compile=True)
+
+
 def test_reduced_precision_refused_for_an_architecture_packed_does_not_know(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="does not know Linear; use dtype='fp32'"):
         create_backend("auto", torch.nn.Linear(2, 1), pad_token_id=1, device=CPU, dtype=torch.int8)

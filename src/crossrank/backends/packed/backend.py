@@ -54,7 +54,7 @@ from crossrank.backends.packed.graphs import GRAPH_MAX_TOKENS, GRAPH_MOST, _Grap
 from crossrank.backends.packed.layers import _add_layer_norm, _post_attention, _PostWeights, cpu_linear, gemm_epilogue
 from crossrank.backends.quantized import LowPrecisionLinears, gelu_up
 from crossrank.core.tokenize import EncodedPair
-from crossrank.model.devices import is_out_of_memory, reduced_cpu_precision
+from crossrank.model.devices import dtype_name, is_out_of_memory, reduced_cpu_precision
 from crossrank.model.heap import release_free_heap
 
 log = logging.getLogger("crossrank.backends.packed")
@@ -98,6 +98,8 @@ class PackedBackend:
         self.attention_kind = self._choose_attention(attention)
         self.linear: Callable[..., torch.Tensor] = cpu_linear(device, dtype)
         if reduced_cpu_precision(device, dtype):
+            if compile:
+                raise ValueError(f"compile=True does not run the CPU's {dtype_name(dtype)} linears; use compile=False")
             self._prepare_linears(LowPrecisionLinears(dtype))
         self._cuda = device.type == "cuda"
         # The Triton residual+LayerNorm kernel (CUDA, fp16/bf16); None: wherever it can run.
