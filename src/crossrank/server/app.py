@@ -129,8 +129,8 @@ def _lifespan(settings: ServerSettings, engine: Engine | None, metrics: ServiceM
             from crossrank.reranker import Reranker
 
             log.info("loading model %s", settings.model.model)
-            # The engine tokenises each request in a thread of its own (no tokenizer processes: those serve
-            # Reranker.score's slices) and batches across requests on the reranker's runtime, one or several devices.
+            # The engine tokenises requests in the reranker's tokenizer thread (tokenizer processes measured no faster
+            # behind HTTP) and batches across requests on the reranker's runtime, one device or several.
             reranker = await asyncio.to_thread(Reranker.from_settings, settings.model, 0)
             current = Engine(reranker, max_queued_pairs=settings.max_queued_pairs,
                              max_queue_seconds=settings.max_queue_seconds)

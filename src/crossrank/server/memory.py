@@ -22,10 +22,6 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    return libc_function("malloc_trim")
-
-
 def release_large_blocks_promptly(threshold: int = 2**20) -> bool:
     """Blocks of ``threshold`` bytes or more are mapped on their own and unmapped when freed, and the heap top is
     returned past ``threshold`` (as ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` would, but settable after
@@ -44,7 +40,7 @@ class MemoryReleaser:
         self.interval = interval
         self.busy = busy
         self.trims = 0
-        self._trim = _malloc_trim()
+        self._trim = libc_function("malloc_trim")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
