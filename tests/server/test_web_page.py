@@ -452,7 +452,9 @@ def test_above_and_below_differ_by_more_than_colour(page: Watched) -> None:
     rerank_in_page(tab, "vitamin D", docs, 6)
     scores = [float(c["score"]) for c in card_rows(tab)]
     assert scores[2] > scores[3]
-    set_threshold(tab, (scores[2] + scores[3]) / 2)
+    # The shown score of the fourth card: the page compares at the 4 decimals it shows, so a midpoint between two
+    # scores one step apart would round onto the third card's score.
+    set_threshold(tab, scores[3])
     cards = card_rows(tab)
     assert [c["verdict"] for c in cards] == ["▲above"] * 3 + ["▼at or below"] * 3
     # One divider, drawn, exactly between the last card above and the first at or below.
