@@ -103,16 +103,19 @@ def library_latencies(reranker: Reranker, requests: list[tuple[str, list[str]]])
     return out
 
 
-async def service_latencies(url: str, requests: list[tuple[str, list[str]]]) -> list[float]:
-    """Seconds for each request posted alone (one client, one request at a time), after one warm-up request."""
-    out = []
+async def service_latencies(url: str, requests: list[tuple[str, list[str]]]) -> tuple[list[float], list[float]]:
+    """Seconds for each request posted alone (one client, one request at a time), after one warm-up request; and the
+    seconds the service says its engine took (``x-compute-time``, whole milliseconds)."""
+    out, engine = [], []
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
         await client.post("/v1/rerank", json={"query": requests[0][0], "documents": requests[0][1]})
         for query, docs in requests:
             t = time.perf_counter()
-            (await client.post("/v1/rerank", json={"query": query, "documents": docs})).raise_for_status()
+            response = await client.post("/v1/rerank", json={"query": query, "documents": docs})
             out.append(time.perf_counter() - t)
-    return out
+            response.raise_for_status()
+            engine.append(float(response.headers["x-compute-time"]) / 1000)
+    return out, engine
 
 
 async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float
@@ -135,14 +138,28 @@ async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients
 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients)) as client:
         await client.post("/v1/rerank", json={"query": requests[0][0], "documents": requests[0][1]})  # warm-up
+        before = batch_totals((await client.get("/metrics")).text)
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
         elapsed = time.perf_counter() - started
-        metrics = (await client.get("/metrics")).text
-    mixed = [line for line in metrics.splitlines() if line.startswith("crossrank_batch_requests_sum")]
+        after = batch_totals((await client.get("/metrics")).text)
+    batches = after["batches"] - before["batches"]
     return {"mode": "service", "clients": clients, "requests": len(latencies), "pairs_per_s": pairs / elapsed,
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "batch_requests_sum": mixed[0].split()[-1] if mixed else None}
+            "batches": batches, "tokens_per_batch": (after["tokens"] - before["tokens"]) / max(1, batches),
+            "requests_per_batch": (after["requests"] - before["requests"]) / max(1, batches)}
+
+
+def batch_totals(metrics_text: str) -> dict[str, float]:
+    """The service's running totals of forward passes, their tokens and the requests they held, from ``/metrics``."""
+    names = {"crossrank_batch_tokens_count": "batches", "crossrank_batch_tokens_sum": "tokens",
+             "crossrank_batch_requests_sum": "requests"}
+    out = dict.fromkeys(names.values(), 0.0)
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            out[names[name]] = float(value)
+    return out
 
 
 def read_rss_bytes(pid: int) -> int:
@@ -310,7 +327,7 @@ def main() -> None:
         try:
             for clients in (int(c) for c in args.clients.split(",")):
                 rows.append(asyncio.run(bench_service(url, requests, clients, args.duration)))
-            service_single = asyncio.run(service_latencies(url, single))
+            service_single, service_engine = asyncio.run(service_latencies(url, single))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -319,21 +336,24 @@ def main() -> None:
             row["share_of_library"] = row["pairs_per_s"] / one_call
         latency = {"docs": args.latency_docs, "requests": len(single),
                    "library_p50_ms": 1000 * statistics.median(library_single),
-                   "service_p50_ms": 1000 * statistics.median(service_single)}
+                   "service_p50_ms": 1000 * statistics.median(service_single),
+                   "service_engine_p50_ms": 1000 * statistics.median(service_engine)}
         latency["service_over_library"] = latency["service_p50_ms"] / latency["library_p50_ms"]
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
         meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
                 "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens, "duration": args.duration,
                 "model": model, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": " ".join(sys.argv)}
         print(" ".join(f"{k}={v}" for k, v in meta.items()))
-        print("| mode | clients | requests | pairs/s | share of the library's one call | p50 ms | p99 ms |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| mode | clients | requests | pairs/s | share of the library's one call | p50 ms | p99 ms "
+              "| tokens a batch | requests a batch |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
+            batch = (f"{r['tokens_per_batch']:.0f} | {r['requests_per_batch']:.1f}" if "batches" in r else " | ")
             print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['pairs_per_s']:.0f} | "
-                  f"{100 * r['share_of_library']:.1f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+                  f"{100 * r['share_of_library']:.1f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {batch} |")
         print(f"one request of {args.latency_docs} documents, median of {len(single)}: library rerank "
               f"{latency['library_p50_ms']:.1f} ms, service {latency['service_p50_ms']:.1f} ms "
-              f"({latency['service_over_library']:.3f}x)")
+              f"({latency['service_over_library']:.3f}x; its engine {latency['service_engine_p50_ms']:.0f} ms)")
         if args.json:
             Path(args.json).write_text(json.dumps({**meta, "rows": rows, "latency": latency}, indent=2))
 

@@ -98,21 +98,28 @@ async def test_queue_full_and_request_too_large(tiny_reranker) -> None:  # type:
         await engine.stop()
 
 
+class WatchedBackend:
+    """A real backend that sets ``in_model`` when a batch reaches it."""
+
+    name = "watched"
+
+    def __init__(self, real, in_model: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        self.real, self.in_model = real, in_model
+        self.device, self.dtype, self.padded = real.device, real.dtype, real.padded
+
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        self.in_model.set()
+        return self.real.forward(batch)
+
+
 async def test_a_long_request_reaches_the_model_while_the_rest_is_tokenised(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
     real = tiny_reranker.runtime.backend
     in_model = threading.Event()
     slices: list[int] = []
 
-    class WatchedBackend:
-        name, device, dtype, padded = "watched", real.device, real.dtype, real.padded
-
-        def forward(self, batch):  # type: ignore[no-untyped-def]
-            in_model.set()
-            return real.forward(batch)
-
     class SlowTokenizingReranker:
         settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
-        runtime = DeviceRuntime(WatchedBackend(), tiny_reranker.settings.max_batch_tokens)
+        runtime = DeviceRuntime(WatchedBackend(real, in_model), tiny_reranker.settings.max_batch_tokens)
 
         tokenizer_thread = ThreadPoolExecutor(max_workers=1)
 
@@ -139,6 +146,146 @@ async def test_a_long_request_reaches_the_model_while_the_rest_is_tokenised(tiny
     expected = tiny_reranker.rerank("which city is the capital", passages)
     assert [r.index for r in outcome.results] == [r.index for r in expected]
     assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
+async def test_slices_reach_the_model_while_the_event_loop_is_busy(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    real = tiny_reranker.runtime.backend
+    in_model = threading.Event()
+
+    class Watched:
+        settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
+        runtime = DeviceRuntime(WatchedBackend(real, in_model), tiny_reranker.settings.max_batch_tokens)
+        encode_later = staticmethod(tiny_reranker.encode_later)
+
+    engine = Engine(Watched())  # type: ignore[arg-type]
+    await engine.start(warm_up=False)
+    try:
+        task = asyncio.create_task(engine.rerank("which city is the capital", PASSAGES))
+        await asyncio.sleep(0)  # admitted, its slices handed to the tokenizer
+        # This blocks the event loop: only the tokenizer's thread can queue the slices for the model now.
+        assert in_model.wait(10), "the slices waited for the event loop"
+        outcome = await task
+    finally:
+        await engine.stop()
+        Watched.runtime.close()
+    assert len(outcome.results) == len(PASSAGES)
+
+
+class LaunchAheadRuntime:
+    """A device's runtime as on a GPU: ``submit`` returns at once and the batch runs later, once ``gate`` is open;
+    at most ``limit`` submissions in flight (``submit`` waits beyond). Records each submission's sequence lengths."""
+
+    def __init__(self, inner: DeviceRuntime, gate: threading.Event, limit: int = 1, padded: bool = False) -> None:
+        self.inner, self.gate, self.in_flight_limit, self.padded = inner, gate, limit, padded
+        self.devices, self.backend_name = inner.devices, inner.backend_name
+        self.submitted: list[list[int]] = []
+        self._room = threading.Semaphore(limit)
+        self._pool = ThreadPoolExecutor(max_workers=limit)
+
+    def submit(self, encoded, max_batch_tokens=None):  # type: ignore[no-untyped-def]
+        self._room.acquire()
+        self.submitted.append([len(e) for e in encoded])
+
+        def run():  # type: ignore[no-untyped-def]
+            try:
+                assert self.gate.wait(10), "the test never opened the gate"
+                return self.inner.submit(encoded, max_batch_tokens).result()
+            finally:
+                self._room.release()
+
+        return self._pool.submit(run)
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+def launch_ahead_reranker(tiny_reranker, runtime: LaunchAheadRuntime):  # type: ignore[no-untyped-def]
+    class Launching:
+        settings, max_length = tiny_reranker.settings, tiny_reranker.max_length
+        encode_later = staticmethod(tiny_reranker.encode_later)
+
+    Launching.runtime = runtime  # type: ignore[attr-defined]
+    return Launching()
+
+
+async def test_requests_that_arrive_while_the_device_is_busy_share_its_next_batch(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    runtime = LaunchAheadRuntime(tiny_reranker.runtime, gate)
+    engine = Engine(launch_ahead_reranker(tiny_reranker, runtime), max_batch_tokens=4096)
+    seen: list[BatchStats] = []
+    engine.add_batch_listener(seen.append)
+    await engine.start(warm_up=False)
+    try:
+        blocker = asyncio.create_task(engine.rerank("first", ["a"]))
+        await asyncio.sleep(0.2)  # submitted: the runtime is full until the gate opens
+        queries = [f"query {i}" for i in range(6)]
+        waiting = [asyncio.create_task(engine.rerank(q, PASSAGES[:5])) for q in queries]
+        await asyncio.sleep(0.3)  # tokenised one by one and queued behind the blocker
+        gate.set()
+        await blocker
+        outcomes = await asyncio.gather(*waiting)
+    finally:
+        gate.set()
+        await engine.stop()
+        runtime.close()
+    # Held back while the device was busy, all six went in its next batch (not the first one alone, frozen while
+    # waiting for room, and the other five after it).
+    assert [s.requests for s in seen] == [1, 6]
+    for q, outcome in zip(queries, outcomes, strict=True):
+        expected = tiny_reranker.rerank(q, PASSAGES[:5])
+        assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
+async def test_small_requests_wait_while_the_device_holds_a_batch_of_work(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    runtime = LaunchAheadRuntime(tiny_reranker.runtime, gate, limit=3)  # room for two more submissions
+    engine = Engine(launch_ahead_reranker(tiny_reranker, runtime), max_batch_tokens=64)
+    seen: list[BatchStats] = []
+    engine.add_batch_listener(seen.append)
+    await engine.start(warm_up=False)
+    try:
+        blocker = asyncio.create_task(engine.rerank("first", [" ".join(PASSAGES[:3])]))  # one sequence over 64
+        await asyncio.sleep(0.2)
+        queries = [f"q{i}" for i in range(3)]  # 48 tokens: less than a batch
+        waiting = [asyncio.create_task(engine.rerank(q, ["a", "b"])) for q in queries]
+        await asyncio.sleep(0.3)
+        assert len(runtime.submitted) == 1, "submitted while the device still held a whole batch of work"
+        gate.set()
+        await asyncio.gather(blocker, *waiting)
+    finally:
+        gate.set()
+        await engine.stop()
+        runtime.close()
+    assert runtime.submitted[0][0] > 64
+    assert [s.requests for s in seen] == [1, 3]
+
+
+async def test_padded_batches_take_the_oldest_sequence_first(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    runtime = LaunchAheadRuntime(tiny_reranker.runtime, gate, padded=True)
+    engine = Engine(launch_ahead_reranker(tiny_reranker, runtime), max_batch_tokens=64, window_batches=8)
+    await engine.start(warm_up=False)
+    long_ones = [" ".join(PASSAGES[i : i + 2]) for i in range(6)]
+    try:
+        blocker = asyncio.create_task(engine.rerank("first", ["a"]))
+        await asyncio.sleep(0.2)
+        short = asyncio.create_task(engine.rerank("q", ["a", "b", "c"]))
+        await asyncio.sleep(0.2)  # queued first
+        long = asyncio.create_task(engine.rerank("q", long_ones))
+        await asyncio.sleep(0.2)  # queued behind it, in the same window
+        gate.set()
+        await asyncio.gather(blocker, short, long)
+    finally:
+        gate.set()
+        await engine.stop()
+        runtime.close()
+    short_lengths = sorted(len(e) for e in tiny_reranker.encode([("q", p) for p in ["a", "b", "c"]]))
+    long_lengths = sorted(len(e) for e in tiny_reranker.encode([("q", p) for p in long_ones]))
+    assert min(long_lengths) > max(short_lengths)
+    # Sorted by length, the long sequences would fill the first batches; the batch of the oldest sequence goes first.
+    assert sorted(runtime.submitted[1]) == short_lengths
+    assert sorted(n for batch in runtime.submitted[2:] for n in batch) == long_lengths
+    assert all(max(batch) * len(batch) <= 64 or len(batch) == 1 for batch in runtime.submitted)
 
 
 async def test_cancelled_request_never_reaches_the_model(tiny_reranker) -> None:  # type: ignore[no-untyped-def]

@@ -4,11 +4,13 @@ admission by time :mod:`.admission`'s."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -18,7 +20,7 @@ from crossrank.core.ranking import aggregate_chunks, rank
 from crossrank.core.tokenize import EncodedPair
 from crossrank.engine.admission import TimeAdmission
 from crossrank.engine.errors import EngineNotRunningError, InputTooLongError, QueueFullError, RequestTooLargeError
-from crossrank.engine.inflight import _Item, _Request
+from crossrank.engine.inflight import _call_in_loop, _Item, _Request, _set_exception
 from crossrank.engine.reports import BatchStats, EngineHealth, EngineStats, RerankOutcome
 from crossrank.engine.worker import BatchWorker
 
@@ -37,7 +39,8 @@ class Engine(TimeAdmission, BatchWorker):
     >>> await engine.stop()                                                # doctest: +SKIP
 
     ``max_queued_pairs`` bounds the pairs admitted and not yet answered; beyond it :class:`QueueFullError` is raised at
-    once. ``window_batches`` is how many token budgets of queued sequences the worker packs together at a time.
+    once. ``window_batches``: with a padded backend, how many token budgets of queued sequences a batch is packed from
+    (sorted by length, so less padding); a packed backend's batch is simply the queue's first budget of tokens.
     """
 
     def __init__(
@@ -57,12 +60,15 @@ class Engine(TimeAdmission, BatchWorker):
         self.runtime = reranker.runtime
         self.max_queued_pairs = max_queued_pairs
         self.max_batch_tokens = max_batch_tokens or reranker.settings.max_batch_tokens
-        self.window_tokens = self.max_batch_tokens * max(1, window_batches)
+        self.window_tokens = self.max_batch_tokens * (max(1, window_batches) if self.runtime.padded else 1)
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._admitted = 0  # pairs admitted and not yet answered; event-loop side only
         self._running = False
         self._stopping = False
+        self._queued_tokens = 0
+        self._in_flight = 0
+        self._in_flight_tokens = 0
         self._worker: threading.Thread | None = None
         self._listeners: list[Callable[[BatchStats], None]] = []
         self._stats_lock = threading.Lock()
@@ -190,28 +196,25 @@ class Engine(TimeAdmission, BatchWorker):
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         pairs = [(query, p) for p in passages]
-        request = _Request(loop, loop.create_future())
         bounds = encode_slices(len(pairs))
-        # Every slice goes to the reranker's tokenizers at once; each is queued for the model as soon as it is ready.
-        # ``truncate=False``: chunking's first window is exactly what truncation keeps, so a passage that fits is
-        # one chunk, and a second chunk means it does not fit.
+        request = _Request(loop, loop.create_future(), slices_left=len(bounds))
+        # Every slice goes to the reranker's tokenizers at once; each is queued for the model by the tokenizer's own
+        # thread as soon as it is ready (no trip through this event loop in between). ``truncate=False``: chunking's
+        # first window is exactly what truncation keeps, so a passage that fits is one chunk, and a second chunk means
+        # it does not fit.
         tokenising = [self.reranker.encode_later(pairs[start:end], long_passages if truncate else "chunk")
                       for start, end in bounds]
+        for (start, _), slice_ in zip(bounds, tokenising, strict=True):
+            slice_.add_done_callback(functools.partial(self._tokenised, request, start, truncate))
         try:
-            for (start, end), slice_ in zip(bounds, tokenising, strict=True):
-                encoded = _numbered(await asyncio.wrap_future(slice_), start, truncate, self.reranker.max_length)
-                self._enqueue(request, encoded, last=end == len(pairs))
             logits = await self._await_start(request)
         except BaseException:  # cancelled, or a passage too long: the worker drops what has not reached the model
             request.cancelled = True
             for slice_ in tokenising:
                 slice_.cancel()
             raise
-        encoded = request.encoded
-        if len(encoded) == len(pairs):
-            raw, chunks = logits, [0] * len(pairs)
-        else:
-            raw, chunks = aggregate_chunks([e.pair for e in encoded], [e.chunk for e in encoded], logits, len(pairs))
+        encoded = request.encoded  # in the order the slices were tokenised
+        raw, chunks = aggregate_chunks([e.pair for e in encoded], [e.chunk for e in encoded], logits, len(pairs))
         results = rank(raw, passages, chunks, top_k)
         first = request.first_batch_at or request.enqueued_at
         last = request.last_batch_end or first
@@ -224,8 +227,22 @@ class Engine(TimeAdmission, BatchWorker):
             batches=request.batches,
         )
 
-    def _enqueue(self, request: _Request, encoded: list[EncodedPair], last: bool) -> None:
-        """Queue one slice's sequences for the worker; ``last``: the request has no more."""
+    def _tokenised(self, request: _Request, offset: int, truncate: bool, slice_: Future[list[EncodedPair]]) -> None:
+        """A slice of ``request`` tokenised (called on the tokenizer's thread): queue it for the model, or fail the
+        request with the slice's error."""
+        if request.cancelled or request.failed:
+            return
+        try:
+            encoded = _numbered(slice_.result(), offset, truncate, self.reranker.max_length)
+        except BaseException as exc:  # a passage too long, a tokenizer failure, or the slice cancelled
+            with self._deliver_lock:
+                request.failed = True
+            _call_in_loop(request.loop, _set_exception, request.future, exc)
+            return
+        self._enqueue(request, encoded)
+
+    def _enqueue(self, request: _Request, encoded: list[EncodedPair]) -> None:
+        """Queue one slice's sequences for the worker."""
         with self._cond:
             with self._deliver_lock:
                 if not request.encoded:
@@ -234,8 +251,9 @@ class Engine(TimeAdmission, BatchWorker):
                 request.encoded.extend(encoded)
                 request.logits.extend([None] * len(encoded))
                 request.remaining += len(encoded)
-                request.sealed = last
+                request.slices_left -= 1
             self._queue.extend(_Item(request, first + i) for i in range(len(encoded)))
+            self._queued_tokens += sum(len(e) for e in encoded)
             self._cond.notify()
 
 

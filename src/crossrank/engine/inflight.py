@@ -12,16 +12,16 @@ from crossrank.core.tokenize import EncodedPair
 
 @dataclass(eq=False)
 class _Request:
-    """One caller's sequences in flight, queued slice by slice; ``encoded``, ``logits``, ``remaining`` and ``sealed``
-    change under the engine's deliver lock only."""
+    """One caller's sequences in flight, queued slice by slice as each is tokenised; ``encoded``, ``logits``,
+    ``remaining`` and ``slices_left`` change under the engine's deliver lock only."""
 
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[float]]
     enqueued_at: float = 0.0
     encoded: list[EncodedPair] = field(default_factory=list)
     logits: list[float | None] = field(default_factory=list)
+    slices_left: int = 0  # slices not queued yet: the answer goes out when this and ``remaining`` are 0
     remaining: int = 0  # sequences queued and not answered yet
-    sealed: bool = False  # every slice is queued: the answer goes out when ``remaining`` reaches 0
     cancelled: bool = False
     failed: bool = False
     first_batch_at: float | None = None

@@ -1,5 +1,14 @@
-"""The worker's side of :class:`~crossrank.engine.Engine`: a scheduler thread takes windows of queued sequences, packs
-them into batches under the token budget, submits each to the runtime and delivers the logits as they come back."""
+"""The worker's side of :class:`~crossrank.engine.Engine`: a scheduler thread takes one batch of queued sequences when
+the device should get more work (:func:`ready_to_take`), submits it to the runtime and delivers the logits as they come
+back.
+
+Work waits on the engine's queue, not on the device's, while the device has a batch's worth of tokens in hand: what
+arrives meanwhile joins the next batch, so under load batches fill up instead of each request's first small slice
+going alone, and a lone request still reaches an idle device at once. A packed backend's batch is the queue's first
+``max_batch_tokens`` tokens. A padded backend's is packed from a window of several budgets sorted by length (less
+padding): the batch that holds the oldest sequence goes, the rest go back to the front of the queue in their order, so
+no sequence is passed over for ever.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +30,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("crossrank.engine")
 
 
+def ready_to_take(queued_tokens: int, in_flight: int, in_flight_tokens: int, *, limit: int, budget: int,
+                  devices: int = 1) -> bool:
+    """Whether to take a batch from the queue now: something is queued, the runtime has room (fewer than ``limit``
+    submissions in flight), and either a full batch (``budget`` tokens) is queued or the devices hold less than a
+    batch's worth of tokens each, so one would soon run dry.
+
+    >>> ready_to_take(2_000, 1, 40_000, limit=3, budget=32_768)  # busy: let what arrives gather
+    False
+    >>> ready_to_take(2_000, 1, 9_000, limit=3, budget=32_768)   # running low: feed it
+    True
+    >>> ready_to_take(40_000, 2, 60_000, limit=3, budget=32_768)  # a full batch waits
+    True
+    >>> ready_to_take(40_000, 3, 60_000, limit=3, budget=32_768)  # the runtime is full
+    False
+    >>> ready_to_take(2_000, 1, 40_000, limit=6, budget=32_768, devices=2)  # one of two devices has nothing
+    True
+    """
+    if queued_tokens <= 0 or in_flight >= limit:
+        return False
+    return queued_tokens >= budget or in_flight_tokens < budget * devices
+
+
 class BatchWorker:
     """The scheduler thread's methods, mixed into the engine (whose state the annotations name)."""
 
@@ -30,6 +61,9 @@ class BatchWorker:
     _queue: deque[_Item]
     _cond: threading.Condition
     _running: bool
+    _queued_tokens: int  # tokens of the sequences on ``_queue``; under ``_cond``
+    _in_flight: int  # batches submitted and not yet answered; under ``_cond``
+    _in_flight_tokens: int  # their tokens; under ``_cond``
     _listeners: list[Callable[[BatchStats], None]]
     _deliver_lock: threading.Lock
     _stats_lock: threading.Lock
@@ -38,35 +72,43 @@ class BatchWorker:
     _tokens: int
     _max_requests_in_batch: int
 
-    def _take_window(self) -> list[_Item] | None:
-        """Block until sequences are queued; take them first come first served up to the window's token count."""
+    def _take_batch(self) -> list[_Item] | None:
+        """Block until :func:`ready_to_take`; take one batch of queued sequences (None: stopped)."""
         with self._cond:
-            while not self._queue:
-                if not self._running:
-                    return None
-                self._cond.wait()
-            window: list[_Item] = []
-            tokens = 0
-            while self._queue and (not window or tokens + len(self._queue[0].sequence) <= self.window_tokens):
-                item = self._queue.popleft()
-                if item.request.cancelled or item.request.failed:
+            while True:
+                while not ready_to_take(self._queued_tokens, self._in_flight, self._in_flight_tokens,
+                                        limit=self.runtime.in_flight_limit, budget=self.max_batch_tokens,
+                                        devices=len(self.runtime.devices)):
+                    if not self._running and not self._queue:
+                        return None
+                    self._cond.wait()
+                window: list[_Item] = []
+                tokens = 0
+                while self._queue and (not window or tokens + len(self._queue[0].sequence) <= self.window_tokens):
+                    item = self._queue.popleft()
+                    self._queued_tokens -= len(item.sequence)
+                    if not (item.request.cancelled or item.request.failed):
+                        window.append(item)
+                        tokens += len(item.sequence)
+                if not window:
                     continue
-                window.append(item)
-                tokens += len(item.sequence)
-            return window
+                batches = pack_batches([len(it.sequence) for it in window], self.max_batch_tokens,
+                                       padded=self.runtime.padded)
+                chosen = set(next(b for b in batches if 0 in b))
+                back = [it for i, it in enumerate(window) if i not in chosen]
+                self._queue.extendleft(reversed(back))
+                self._queued_tokens += sum(len(it.sequence) for it in back)
+                batch = [window[i] for i in sorted(chosen)]
+                self._in_flight += 1
+                self._in_flight_tokens += sum(len(it.sequence) for it in batch)
+                return batch
 
     def _work(self) -> None:
-        while (window := self._take_window()) is not None:
-            lengths = [len(it.sequence) for it in window]
-            for batch in pack_batches(lengths, self.max_batch_tokens, padded=self.runtime.padded):
-                # Checked again per batch: a caller may have left while earlier batches were submitted.
-                items = [window[i] for i in batch if not (window[i].request.cancelled or window[i].request.failed)]
-                if items:
-                    self._submit(items)
+        while (batch := self._take_batch()) is not None:
+            self._submit(batch)
 
     def _submit(self, items: list[_Item]) -> None:
-        """Hand one batch to the runtime (waiting while it has enough in flight, so sequences keep queueing on our
-        side and later batches still mix requests); its logits are delivered when they come back."""
+        """Hand one batch to the runtime (which has room for it); its logits are delivered when they come back."""
         requests = list(dict.fromkeys(it.request for it in items))
         started = time.perf_counter()
         with self._deliver_lock:
@@ -82,6 +124,10 @@ class BatchWorker:
 
     def _deliver(self, items: list[_Item], requests: list[_Request], started: float,
                  future: Future[list[float]]) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._in_flight_tokens -= sum(len(it.sequence) for it in items)
+            self._cond.notify()
         exc = future.exception()
         if exc is not None:  # one bad batch fails only the requests it holds
             log.error("a batch of %d sequences failed", len(items), exc_info=exc)
@@ -104,7 +150,7 @@ class BatchWorker:
                 r = item.request
                 r.logits[item.position] = value
                 r.remaining -= 1
-                if r.remaining == 0 and r.sealed:
+                if r.remaining == 0 and r.slices_left == 0:
                     _call_in_loop(r.loop, _set_result, r.future, [float(v) for v in r.logits if v is not None])
 
     def _record(self, stats: BatchStats) -> None:

@@ -26,6 +26,12 @@ class Runtime(Protocol):
     @property
     def backend_name(self) -> str: ...
 
+    @property
+    def in_flight_limit(self) -> int:
+        """Submissions in flight beyond which :meth:`submit` waits: a caller that batches (the service's engine)
+        holds its work back at this many, so what arrives meanwhile still joins its next batch."""
+        ...
+
     def submit(self, encoded: Sequence[EncodedPair], max_batch_tokens: int | None = None) -> Future[list[float]]:
         """Score ``encoded`` in batches under ``max_batch_tokens`` (default: the runtime's); the future holds one logit
         per sequence in input order, or the error. May wait while the runtime has enough in flight."""

@@ -78,7 +78,8 @@ class DeviceRuntime:
         self.padded = backend.padded
         self.backend_name = backend.name
         self.max_batch_tokens = max_batch_tokens
-        self._room = threading.Semaphore(max(1, depth))
+        self.in_flight_limit = max(1, depth)
+        self._room = threading.Semaphore(self.in_flight_limit)
         self._launch_lock = threading.Lock()  # a backend runs one batch at a time (CUDA graphs, buffers)
         self._launched: queue.SimpleQueue[_Launched | None] = queue.SimpleQueue()
         self._closed = False

@@ -69,6 +69,10 @@ class ProcessRuntime:
     def backend_name(self) -> str:
         return self._backend
 
+    @property
+    def in_flight_limit(self) -> int:
+        return IN_FLIGHT * len(self._devices)
+
     def submit(self, encoded: Sequence[EncodedPair], max_batch_tokens: int | None = None) -> Future[list[float]]:
         """Send ``encoded`` to the child with room and least work (waiting while all are full); see
         :meth:`crossrank.runtime.base.Runtime.submit`."""
