@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -169,6 +169,29 @@ async def test_slices_reach_the_model_while_the_event_loop_is_busy(tiny_reranker
         await engine.stop()
         Watched.runtime.close()
     assert len(outcome.results) == len(PASSAGES)
+
+
+async def test_a_tokenizer_failure_fails_its_request_only(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    class BreakingReranker:
+        settings, max_length, runtime = tiny_reranker.settings, tiny_reranker.max_length, tiny_reranker.runtime
+
+        @staticmethod
+        def encode_later(pairs, long_passages=None):  # type: ignore[no-untyped-def]
+            if any(p == "breaks the tokenizer" for _, p in pairs):
+                broken: Future[list[object]] = Future()
+                broken.set_exception(RuntimeError("the tokenizer failed"))
+                return broken
+            return tiny_reranker.encode_later(pairs, long_passages)
+
+    engine = Engine(BreakingReranker())  # type: ignore[arg-type]
+    await engine.start(warm_up=False)
+    try:
+        with pytest.raises(RuntimeError, match="the tokenizer failed"):
+            await asyncio.wait_for(engine.rerank("q", ["fine"] * 30 + ["breaks the tokenizer"]), 10)
+        assert engine.queued_pairs == 0
+        assert len((await engine.rerank("q", ["still serving"])).results) == 1
+    finally:
+        await engine.stop()
 
 
 class LaunchAheadRuntime:

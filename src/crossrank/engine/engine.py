@@ -229,17 +229,15 @@ class Engine(TimeAdmission, BatchWorker):
 
     def _tokenised(self, request: _Request, offset: int, truncate: bool, slice_: Future[list[EncodedPair]]) -> None:
         """A slice of ``request`` tokenised (called on the tokenizer's thread): queue it for the model, or fail the
-        request with the slice's error."""
+        request with the error (nothing raised here would reach the caller, who would wait for ever)."""
         if request.cancelled or request.failed:
             return
         try:
-            encoded = _numbered(slice_.result(), offset, truncate, self.reranker.max_length)
+            self._enqueue(request, _numbered(slice_.result(), offset, truncate, self.reranker.max_length))
         except BaseException as exc:  # a passage too long, a tokenizer failure, or the slice cancelled
             with self._deliver_lock:
                 request.failed = True
             _call_in_loop(request.loop, _set_exception, request.future, exc)
-            return
-        self._enqueue(request, encoded)
 
     def _enqueue(self, request: _Request, encoded: list[EncodedPair]) -> None:
         """Queue one slice's sequences for the worker."""
