@@ -217,6 +217,28 @@ def test_cuda_graphs_from_several_threads_give_each_caller_its_own_scores(mid_mo
             assert list(pool.map(lambda p: r.score(p, normalize=False), pairs)) == alone
 
 
+def test_a_shape_first_met_on_another_thread_is_captured_there(mid_model_dir: Path) -> None:
+    """The library on the main thread, then a new shape on a thread that has run nothing yet (a service's model
+    thread, a web app's worker): its capture must not fail and turn graphs off for everyone."""
+    import threading
+
+    r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed", max_batch_tokens=8192)
+    eager = _graphs_off(Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed"))
+    sentences = list(generated_sentences(400, seed=31))
+    pairs = [(sentences[0], " ".join(sentences[i : i + 20])) for i in range(1, 17)]  # one batch of over 1,024 tokens
+    r.score(pairs)
+    backend = r.runtime.backend
+    before = set(backend._graphs)  # type: ignore[attr-defined]
+    assert before and all(tokens > 1024 for tokens, _, _ in before)
+    got: list[list[float]] = []
+    worker = threading.Thread(target=lambda: got.append(r.score(pairs, normalize=False, max_batch_tokens=1024)))
+    worker.start()
+    worker.join()
+    assert backend.graphs is True  # type: ignore[attr-defined]
+    assert any(tokens == 1024 for tokens, _, _ in backend._graphs)  # type: ignore[attr-defined]  # captured there
+    assert _max_diff(got[0], eager.score(pairs, normalize=False, max_batch_tokens=1024)) < 2e-2
+
+
 def test_cuda_graphs_stop_at_graph_most_and_longer_sequences_run_op_by_op(mid_model_dir: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from crossrank.backends.packed import backend as packed_backend

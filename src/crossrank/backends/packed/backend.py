@@ -355,18 +355,20 @@ class PackedBackend:
 
     def _capture(self, inputs: _Inputs) -> _Graph | None:
         """Capture the forward for ``inputs``' shape, all graphs of this backend sharing one memory pool (they run
-        one at a time, and each replay's logits are copied out before the next). The first capture is preceded by
-        one run outside any graph (Triton compiles its kernels, cuBLAS sets up its workspace)."""
+        one at a time, and each replay's logits are copied out before the next). Each capture is preceded by one run
+        of the same shape outside any graph, on the capturing thread: what may not happen inside a capture happens
+        there (Triton compiles its kernels; cuBLAS creates this thread's handle and its workspace, for a thread that
+        has not multiplied yet, such as a service's model thread after the library was used on the main one)."""
         dev = inputs.host.to(self.device)
         try:
             if self._graph_stream is None:
-                stream = torch.cuda.Stream(self.device)
-                stream.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(stream):
-                    self._forward_inputs(inputs, dev)
-                torch.cuda.current_stream(self.device).wait_stream(stream)
-                self._graph_stream = stream
+                self._graph_stream = torch.cuda.Stream(self.device)
                 self._graph_pool = torch.cuda.graph_pool_handle()
+            stream = self._graph_stream
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                self._forward_inputs(inputs, dev)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
             if not self.graphs:  # the warm-up found the Triton attention failing
                 return None
             graph = torch.cuda.CUDAGraph()
