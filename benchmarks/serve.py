@@ -3,9 +3,9 @@
 Latency p50/p99 and pairs/s at 1, 8 and 32 concurrent clients, each request one query with ``--docs`` documents, for
 ``--duration`` seconds per level; then the library on the same requests: ``Reranker.rerank`` in a loop, and every pair
 in **one** ``Reranker.score`` call (the library's best case, which the service's shares are taken against). Last,
-one request of ``--latency-docs`` documents at a time: the service's median latency over the library's ``rerank`` of
-the same request. The service runs as a separate process (``python -m crossrank.server.command``) so the clients'
-Python does not share its interpreter.
+one request of ``--latency-docs`` documents at a time, the library's ``rerank`` and the service alternating request
+by request: the service's median latency over the library's. The service runs as a separate process
+(``python -m crossrank.server.command``) so the clients' Python does not share its interpreter.
 
     python benchmarks/serve.py --layers 2 --hidden 32 --device cpu --duration 10
     python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --docs 50 --clients 8,32
@@ -92,30 +92,36 @@ def bench_library_one_call(reranker: Reranker, requests: list[tuple[str, list[st
             "p99_ms": 1000 * max(times)}
 
 
-def library_latencies(reranker: Reranker, requests: list[tuple[str, list[str]]]) -> list[float]:
-    """Seconds for ``Reranker.rerank`` of each request in turn, after one warm-up request."""
-    reranker.rerank(*requests[0])
-    out = []
-    for query, docs in requests:
-        t = time.perf_counter()
-        reranker.rerank(query, docs)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-async def service_latencies(url: str, requests: list[tuple[str, list[str]]]) -> tuple[list[float], list[float]]:
-    """Seconds for each request posted alone (one client, one request at a time), after one warm-up request; and the
+def alternating_latencies(reranker: Reranker, url: str, requests: list[tuple[str, list[str]]]
+                          ) -> tuple[list[float], list[float], list[float]]:
+    """Seconds for each request by the library's ``rerank`` and by the service (posted alone, one at a time),
+    alternating request by request so both see the same device state, after one warm-up request each; and the
     seconds the service says its engine took (``x-compute-time``, whole milliseconds)."""
-    out, engine = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-        await client.post("/v1/rerank", json={"query": requests[0][0], "documents": requests[0][1]})
+    library, service, engine = [], [], []
+    with httpx.Client(base_url=url, timeout=300) as client:
+        def post(query: str, docs: list[str]) -> httpx.Response:
+            return client.post("/v1/rerank", json={"query": query, "documents": docs}).raise_for_status()
+
+        reranker.rerank(*requests[0])
+        post(*requests[0])
         for query, docs in requests:
             t = time.perf_counter()
-            response = await client.post("/v1/rerank", json={"query": query, "documents": docs})
-            out.append(time.perf_counter() - t)
-            response.raise_for_status()
+            reranker.rerank(query, docs)
+            library.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            response = post(query, docs)
+            service.append(time.perf_counter() - t)
             engine.append(float(response.headers["x-compute-time"]) / 1000)
-    return out, engine
+    return library, service, engine
+
+
+def cpu_model() -> str | None:
+    """The host CPU's model name (Linux), which the service's share depends on as much as the GPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float
@@ -319,7 +325,6 @@ def main() -> None:
         single = make_requests(args.latency_requests, args.latency_docs, seed=2)
         reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
         rows = [bench_library(reranker, requests, args.duration), bench_library_one_call(reranker, requests)]
-        library_single = library_latencies(reranker, single)
         tokens = statistics.median(len(e) for e in reranker.encode([(q, d) for q, docs in requests[:4] for d in docs]))
         reranker.close()
         del reranker  # free the device before the service loads its own copy
@@ -327,7 +332,10 @@ def main() -> None:
         try:
             for clients in (int(c) for c in args.clients.split(",")):
                 rows.append(asyncio.run(bench_service(url, requests, clients, args.duration)))
-            service_single, service_engine = asyncio.run(service_latencies(url, single))
+            # The library again, alive beside the service only now, for the one-request latencies.
+            reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
+            library_single, service_single, service_engine = alternating_latencies(reranker, url, single)
+            reranker.close()
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -341,7 +349,8 @@ def main() -> None:
         latency["service_over_library"] = latency["service_p50_ms"] / latency["library_p50_ms"]
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
         meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
-                "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens, "duration": args.duration,
+                "cpu": cpu_model(), "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens,
+                "duration": args.duration,
                 "model": model, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": " ".join(sys.argv)}
         print(" ".join(f"{k}={v}" for k, v in meta.items()))
         print("| mode | clients | requests | pairs/s | share of the library's one call | p50 ms | p99 ms "
