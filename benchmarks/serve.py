@@ -350,8 +350,8 @@ def main() -> None:
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
         meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
                 "cpu": cpu_model(), "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens,
-                "duration": args.duration,
-                "model": model, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": " ".join(sys.argv)}
+                "duration": args.duration, "model": model, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                "command": " ".join(sys.argv)}
         print(" ".join(f"{k}={v}" for k, v in meta.items()))
         print("| mode | clients | requests | pairs/s | share of the library's one call | p50 ms | p99 ms "
               "| tokens a batch | requests a batch |")

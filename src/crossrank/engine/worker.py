@@ -82,14 +82,7 @@ class BatchWorker:
                     if not self._running and not self._queue:
                         return None
                     self._cond.wait()
-                window: list[_Item] = []
-                tokens = 0
-                while self._queue and (not window or tokens + len(self._queue[0].sequence) <= self.window_tokens):
-                    item = self._queue.popleft()
-                    self._queued_tokens -= len(item.sequence)
-                    if not (item.request.cancelled or item.request.failed):
-                        window.append(item)
-                        tokens += len(item.sequence)
+                window = self._pop_window()
                 if not window:
                     continue
                 batches = pack_batches([len(it.sequence) for it in window], self.max_batch_tokens,
@@ -102,6 +95,19 @@ class BatchWorker:
                 self._in_flight += 1
                 self._in_flight_tokens += sum(len(it.sequence) for it in batch)
                 return batch
+
+    def _pop_window(self) -> list[_Item]:
+        """Pop the queue's first ``window_tokens`` of sequences (under ``_cond``), dropping those of requests that are
+        gone."""
+        window: list[_Item] = []
+        tokens = 0
+        while self._queue and (not window or tokens + len(self._queue[0].sequence) <= self.window_tokens):
+            item = self._queue.popleft()
+            self._queued_tokens -= len(item.sequence)
+            if not (item.request.cancelled or item.request.failed):
+                window.append(item)
+                tokens += len(item.sequence)
+        return window
 
     def _work(self) -> None:
         while (batch := self._take_batch()) is not None:
