@@ -148,6 +148,47 @@ async def test_a_long_request_reaches_the_model_while_the_rest_is_tokenised(tiny
     assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
 
 
+async def test_a_request_that_finds_others_in_hand_is_tokenised_in_full_slices(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    slices: list[tuple[str, int]] = []
+
+    class GatedReranker:
+        settings, max_length, runtime = tiny_reranker.settings, tiny_reranker.max_length, tiny_reranker.runtime
+
+        @staticmethod
+        def encode_later(pairs, long_passages=None):  # type: ignore[no-untyped-def]
+            slices.append((pairs[0][0], len(pairs)))
+            future: Future[list] = Future()  # type: ignore[type-arg]
+
+            def encode() -> None:  # the first request's slices are held until the second has been admitted
+                assert gate.wait(10)
+                future.set_result(tiny_reranker.encode(pairs, long_passages))
+
+            threading.Thread(target=encode, daemon=True).start()
+            return future
+
+    passages = list(generated_sentences(100, seed=4))
+    engine = Engine(GatedReranker())  # type: ignore[arg-type]
+    await engine.start(warm_up=False)
+    try:
+        first = asyncio.create_task(engine.rerank("first query", passages))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(engine.rerank("second query", passages))
+        await asyncio.sleep(0)
+        gate.set()
+        outcomes = await asyncio.gather(first, second)
+    finally:
+        await engine.stop()
+    # Alone, the first request starts the device early with small slices; the second, which found it in hand, is
+    # tokenised in one slice (at most ENCODE_SLICE pairs).
+    assert [n for q, n in slices if q == "first query"] == [end - start for start, end in encode_slices(100)]
+    assert [n for q, n in slices if q == "second query"] == [100]
+    for query, outcome in zip(("first query", "second query"), outcomes, strict=True):
+        expected = tiny_reranker.rerank(query, passages)
+        assert [r.index for r in outcome.results] == [r.index for r in expected]
+        assert [r.score for r in outcome.results] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
 async def test_slices_reach_the_model_while_the_event_loop_is_busy(tiny_reranker) -> None:  # type: ignore[no-untyped-def]
     real = tiny_reranker.runtime.backend
     in_model = threading.Event()

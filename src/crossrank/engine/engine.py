@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from crossrank.core.batching import encode_slices
+from crossrank.core.batching import ENCODE_SLICE, encode_slices
 from crossrank.core.inputs import check_passages, check_query, check_top_k
 from crossrank.core.ranking import aggregate_chunks, rank
 from crossrank.core.tokenize import EncodedPair
@@ -183,20 +183,23 @@ class Engine(TimeAdmission, BatchWorker):
         if n == 0:
             return RerankOutcome([], 0, 0.0, 0.0, 0.0, 0)
         self._admit_by_time()
-        if not self._admitted:
+        alone = not self._admitted
+        if alone:
             self._busy_since = time.monotonic()
         self._admitted += n
         try:
-            return await self._rerank_admitted(query, passages, top_k, long_passages, truncate)
+            return await self._rerank_admitted(query, passages, top_k, long_passages, truncate, alone)
         finally:
             self._admitted -= n
 
     async def _rerank_admitted(self, query: str, passages: list[str], top_k: int | None, long_passages: str | None,
-                               truncate: bool) -> RerankOutcome:
+                               truncate: bool, alone: bool = True) -> RerankOutcome:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         pairs = [(query, p) for p in passages]
-        bounds = encode_slices(len(pairs))
+        # Small first slices start an idle device early; a request that finds others in hand gives the device no
+        # such head start, and each slice costs a tokenizer call of its own: it is tokenised in full slices.
+        bounds = encode_slices(len(pairs)) if alone else encode_slices(len(pairs), first=ENCODE_SLICE)
         request = _Request(loop, loop.create_future(), slices_left=len(bounds))
         # Every slice goes to the reranker's tokenizers at once; each is queued for the model by the tokenizer's own
         # thread as soon as it is ready (no trip through this event loop in between). ``truncate=False``: chunking's
