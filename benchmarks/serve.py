@@ -302,7 +302,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32", help="Concurrency levels, comma-separated.")
     parser.add_argument("--latency-docs", type=int, default=100,
                         help="Documents in each request of the one-request-at-a-time latency comparison.")
-    parser.add_argument("--latency-requests", type=int, default=20,
+    parser.add_argument("--latency-requests", type=int, default=60,
                         help="Requests timed one at a time, by the library and by the service.")
     parser.add_argument("--max-batch-tokens", type=int, default=0,
                         help="Token budget of a batch; 0: the device's default.")
