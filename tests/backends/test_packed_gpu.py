@@ -11,6 +11,8 @@ Marked ``gpu``; skipped only where no CUDA device exists.
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -206,8 +208,6 @@ def test_cuda_graphs_are_the_default_and_score_as_the_ops_do(mid_model_dir: Path
 
 
 def test_cuda_graphs_from_several_threads_give_each_caller_its_own_scores(mid_model_dir: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed")
     inputs = [_rerank_inputs(seed, n=40) for seed in range(6)]
     pairs = [[(q, p) for p in passages] for q, passages in inputs]
@@ -220,8 +220,6 @@ def test_cuda_graphs_from_several_threads_give_each_caller_its_own_scores(mid_mo
 def test_a_shape_first_met_on_another_thread_is_captured_there(mid_model_dir: Path) -> None:
     """The library on the main thread, then a new shape on a thread that has run nothing yet (a service's model
     thread, a web app's worker): its capture must not fail and turn graphs off for everyone."""
-    import threading
-
     r = Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed", max_batch_tokens=8192)
     eager = _graphs_off(Reranker(str(mid_model_dir), device="cuda", dtype="fp16", backend="packed"))
     sentences = list(generated_sentences(400, seed=31))

@@ -160,9 +160,11 @@ async def test_a_request_that_finds_others_in_hand_is_tokenised_in_full_slices(t
             slices.append((pairs[0][0], len(pairs)))
             future: Future[list] = Future()  # type: ignore[type-arg]
 
-            def encode() -> None:  # the first request's slices are held until the second has been admitted
-                assert gate.wait(10)
-                future.set_result(tiny_reranker.encode(pairs, long_passages))
+            def encode() -> None:  # every slice is held until both requests have been admitted
+                if gate.wait(10):
+                    future.set_result(tiny_reranker.encode(pairs, long_passages))
+                else:
+                    future.set_exception(TimeoutError("the gate was never opened"))
 
             threading.Thread(target=encode, daemon=True).start()
             return future
