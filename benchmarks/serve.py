@@ -4,8 +4,9 @@ Latency p50/p99 and pairs/s at 1, 8 and 32 concurrent clients, each request one 
 ``--duration`` seconds per level; then the library on the same requests: ``Reranker.rerank`` in a loop, and every pair
 in **one** ``Reranker.score`` call (the library's best case, which the service's shares are taken against). Last,
 one request of ``--latency-docs`` documents at a time, the library's ``rerank`` and the service alternating request
-by request: the service's median latency over the library's. The service runs as a separate process
-(``python -m crossrank.server.command``) so the clients' Python does not share its interpreter.
+by request: the service's median latency over the library's, timed with the standard library's ``http.client`` (the
+least a client adds) and with ``httpx`` (a common client, about a millisecond slower). The service runs as a separate
+process (``python -m crossrank.server.command``) so the clients' Python does not share its interpreter.
 
     python benchmarks/serve.py --layers 2 --hidden 32 --device cpu --duration 10
     python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --docs 50 --clients 8,32
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
@@ -93,26 +95,50 @@ def bench_library_one_call(reranker: Reranker, requests: list[tuple[str, list[st
 
 
 def alternating_latencies(reranker: Reranker, url: str, requests: list[tuple[str, list[str]]]
-                          ) -> tuple[list[float], list[float], list[float]]:
-    """Seconds for each request by the library's ``rerank`` and by the service (posted alone, one at a time),
-    alternating request by request so both see the same device state, after one warm-up request each; and the
-    seconds the service says its engine took (``x-compute-time``, whole milliseconds)."""
-    library, service, engine = [], [], []
+                          ) -> dict[str, list[float]]:
+    """Seconds for each request by the library's ``rerank`` and by the service (posted alone, one at a time), request
+    by request so all see the same device state, after one warm-up request each; and the seconds the service says
+    its engine took (``x-compute-time``, whole milliseconds).
+
+    The service is timed with two clients, which take turns going first: ``http.client``, the standard library's
+    (what ``requests`` and urllib3 are built on), on one kept-alive connection, the least a Python client adds to
+    the service's own time; and ``httpx.Client``, the client of the Cohere SDK and many others, which costs the
+    client's side about a millisecond more for a 100-document request."""
+    times: dict[str, list[float]] = {name: [] for name in ("library", "service_http_client", "service_httpx",
+                                                           "service_engine")}
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    lean = http.client.HTTPConnection(host, int(port), timeout=300)
+
+    def post_lean(query: str, docs: list[str]) -> float:
+        body = json.dumps({"query": query, "documents": docs}).encode()
+        lean.request("POST", "/v1/rerank", body, {"Content-Type": "application/json"})
+        response = lean.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"the service answered {response.status}")
+        return float(response.headers["x-compute-time"]) / 1000
+
     with httpx.Client(base_url=url, timeout=300) as client:
-        def post(query: str, docs: list[str]) -> httpx.Response:
-            return client.post("/v1/rerank", json={"query": query, "documents": docs}).raise_for_status()
+        def post_httpx(query: str, docs: list[str]) -> None:
+            client.post("/v1/rerank", json={"query": query, "documents": docs}).raise_for_status()
 
         reranker.rerank(*requests[0])
-        post(*requests[0])
-        for query, docs in requests:
+        post_lean(*requests[0])
+        post_httpx(*requests[0])
+        for i, (query, docs) in enumerate(requests):
             t = time.perf_counter()
             reranker.rerank(query, docs)
-            library.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            response = post(query, docs)
-            service.append(time.perf_counter() - t)
-            engine.append(float(response.headers["x-compute-time"]) / 1000)
-    return library, service, engine
+            times["library"].append(time.perf_counter() - t)
+            for name in (("service_http_client", "service_httpx") if i % 2 == 0
+                         else ("service_httpx", "service_http_client")):
+                t = time.perf_counter()
+                if name == "service_http_client":
+                    times["service_engine"].append(post_lean(query, docs))
+                else:
+                    post_httpx(query, docs)
+                times[name].append(time.perf_counter() - t)
+    lean.close()
+    return times
 
 
 def cpu_model() -> str | None:
@@ -334,7 +360,7 @@ def main() -> None:
                 rows.append(asyncio.run(bench_service(url, requests, clients, args.duration)))
             # The library again, alive beside the service only now, for the one-request latencies.
             reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
-            library_single, service_single, service_engine = alternating_latencies(reranker, url, single)
+            single_times = alternating_latencies(reranker, url, single)
             reranker.close()
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -342,11 +368,14 @@ def main() -> None:
         one_call = rows[1]["pairs_per_s"]
         for row in rows:
             row["share_of_library"] = row["pairs_per_s"] / one_call
-        latency = {"docs": args.latency_docs, "requests": len(single),
-                   "library_p50_ms": 1000 * statistics.median(library_single),
-                   "service_p50_ms": 1000 * statistics.median(service_single),
-                   "service_engine_p50_ms": 1000 * statistics.median(service_engine)}
-        latency["service_over_library"] = latency["service_p50_ms"] / latency["library_p50_ms"]
+        latency: dict[str, Any] = {"docs": args.latency_docs, "requests": len(single)}
+        for name, seconds in single_times.items():
+            latency[f"{name}_p50_ms"] = 1000 * statistics.median(seconds)
+        for client in ("http_client", "httpx"):
+            latency[f"service_{client}_over_library"] = latency[f"service_{client}_p50_ms"] / latency["library_p50_ms"]
+        # What httpx adds over http.client, request by request (the two ran back to back): the client's own cost.
+        latency["httpx_extra_p50_ms"] = 1000 * statistics.median(
+            a - b for a, b in zip(single_times["service_httpx"], single_times["service_http_client"], strict=True))
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
         meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
                 "cpu": cpu_model(), "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens,
@@ -361,8 +390,10 @@ def main() -> None:
             print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['pairs_per_s']:.0f} | "
                   f"{100 * r['share_of_library']:.1f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {batch} |")
         print(f"one request of {args.latency_docs} documents, median of {len(single)}: library rerank "
-              f"{latency['library_p50_ms']:.1f} ms, service {latency['service_p50_ms']:.1f} ms "
-              f"({latency['service_over_library']:.3f}x; its engine {latency['service_engine_p50_ms']:.0f} ms)")
+              f"{latency['library_p50_ms']:.1f} ms; service {latency['service_http_client_p50_ms']:.1f} ms with "
+              f"http.client ({latency['service_http_client_over_library']:.3f}x; its engine "
+              f"{latency['service_engine_p50_ms']:.0f} ms), {latency['service_httpx_p50_ms']:.1f} ms with httpx "
+              f"({latency['service_httpx_over_library']:.3f}x; {latency['httpx_extra_p50_ms']:+.2f} ms a request)")
         if args.json:
             Path(args.json).write_text(json.dumps({**meta, "rows": rows, "latency": latency}, indent=2))
 
