@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -107,37 +108,33 @@ def alternating_latencies(reranker: Reranker, url: str, requests: list[tuple[str
     times: dict[str, list[float]] = {name: [] for name in ("library", "service_http_client", "service_httpx",
                                                            "service_engine")}
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    lean = http.client.HTTPConnection(host, int(port), timeout=300)
+    with httpx.Client(base_url=url, timeout=300) as client, \
+            contextlib.closing(http.client.HTTPConnection(host, int(port), timeout=300)) as lean:
+        def post_lean(query: str, docs: list[str]) -> float:
+            body = json.dumps({"query": query, "documents": docs}).encode()
+            lean.request("POST", "/v1/rerank", body, {"Content-Type": "application/json"})
+            response = lean.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the service answered {response.status}")
+            return float(response.headers["x-compute-time"]) / 1000
 
-    def post_lean(query: str, docs: list[str]) -> float:
-        body = json.dumps({"query": query, "documents": docs}).encode()
-        lean.request("POST", "/v1/rerank", body, {"Content-Type": "application/json"})
-        response = lean.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"the service answered {response.status}")
-        return float(response.headers["x-compute-time"]) / 1000
+        def post_httpx(query: str, docs: list[str]) -> float:
+            response = client.post("/v1/rerank", json={"query": query, "documents": docs}).raise_for_status()
+            return float(response.headers["x-compute-time"]) / 1000
 
-    with httpx.Client(base_url=url, timeout=300) as client:
-        def post_httpx(query: str, docs: list[str]) -> None:
-            client.post("/v1/rerank", json={"query": query, "documents": docs}).raise_for_status()
-
+        clients = [("service_http_client", post_lean), ("service_httpx", post_httpx)]
         reranker.rerank(*requests[0])
-        post_lean(*requests[0])
-        post_httpx(*requests[0])
+        for _, post in clients:
+            post(*requests[0])
         for i, (query, docs) in enumerate(requests):
             t = time.perf_counter()
             reranker.rerank(query, docs)
             times["library"].append(time.perf_counter() - t)
-            for name in (("service_http_client", "service_httpx") if i % 2 == 0
-                         else ("service_httpx", "service_http_client")):
+            for name, post in clients if i % 2 == 0 else clients[::-1]:
                 t = time.perf_counter()
-                if name == "service_http_client":
-                    times["service_engine"].append(post_lean(query, docs))
-                else:
-                    post_httpx(query, docs)
+                times["service_engine"].append(post(query, docs))
                 times[name].append(time.perf_counter() - t)
-    lean.close()
     return times
 
 
