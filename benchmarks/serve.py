@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -107,9 +108,9 @@ def alternating_latencies(reranker: Reranker, url: str, requests: list[tuple[str
     client's side about a millisecond more for a 100-document request."""
     times: dict[str, list[float]] = {name: [] for name in ("library", "service_http_client", "service_httpx",
                                                            "service_engine")}
-    host, port = url.removeprefix("http://").rsplit(":", 1)
+    address = urlsplit(url)
     with httpx.Client(base_url=url, timeout=300) as client, \
-            contextlib.closing(http.client.HTTPConnection(host, int(port), timeout=300)) as lean:
+            contextlib.closing(http.client.HTTPConnection(address.hostname, address.port, timeout=300)) as lean:
         def post_lean(query: str, docs: list[str]) -> float:
             body = json.dumps({"query": query, "documents": docs}).encode()
             lean.request("POST", "/v1/rerank", body, {"Content-Type": "application/json"})
