@@ -47,7 +47,7 @@ BodyTimeoutOption = Annotated[float, _option("Seconds a request body has to arri
                                              "body_timeout", min=0.1)]
 TimeoutKeepAliveOption = Annotated[int, _option("Seconds an idle kept-alive connection stays open.",
                                                 "timeout_keep_alive", min=1)]
-MaxHeaderBytesOption = Annotated[int, _option("Largest request head (request line and headers) in bytes (more: 400).",
+MaxHeaderBytesOption = Annotated[int, _option("Largest request head (request line and headers) in bytes (more: 431).",
                                               "max_header_bytes", min=1024)]
 MaxHeadersOption = Annotated[int, _option("Most request headers (more: 431).", "max_headers", min=8)]
 GracefulShutdownSecondsOption = Annotated[int, _option(

@@ -118,9 +118,10 @@ def _check_model_name(request: Request, name: str | None, *, in_path: bool = Fal
 
 def _check_text(query: str, texts: list[str], field: str) -> None:
     """Lone surrogates (JSON's ``"\ud800"``) are not text a tokenizer takes: a 422 naming the field."""
-    for name, text in [("query", query), *((f"{field}[{i}]", t) for i, t in enumerate(texts))]:
+    for i, text in enumerate([query, *texts]):
         at = find_lone_surrogate(text)
         if at is not None:
+            name = f"{field}[{i - 1}]" if i else "query"
             raise ApiError(422, "validation", f"invalid request: {name}: a lone surrogate (U+{ord(text[at]):04X}) "
                                               f"at character {at} is not valid Unicode text")
 
