@@ -1,12 +1,14 @@
 """Benchmark the HTTP service against the library on the same weights, in the same run.
 
 Latency p50/p99 and pairs/s at 1, 8 and 32 concurrent clients, each request one query with ``--docs`` documents, for
-``--duration`` seconds per level; then the library on the same requests: ``Reranker.rerank`` in a loop, and every pair
-in **one** ``Reranker.score`` call (the library's best case, which the service's shares are taken against). Last,
-one request of ``--latency-docs`` documents at a time, the library's ``rerank`` and the service alternating request
-by request: the service's median latency over the library's, timed with the standard library's ``http.client`` (the
-least a client adds) and with ``httpx`` (a common client, about a millisecond slower). The service runs as a separate
-process (``python -m crossrank.server.command``) so the clients' Python does not share its interpreter.
+``--duration`` seconds per level, each timed after ``--warm-up`` seconds of its load (a service meets new batch shapes
+in its first seconds, as the library does in its loop before its timed call); then the library on the same requests:
+``Reranker.rerank`` in a loop, and every pair in **one** ``Reranker.score`` call (the library's best case, which the
+service's shares are taken against). Last, one request of ``--latency-docs`` documents at a time, the library's
+``rerank`` and the service alternating request by request: the service's median latency over the library's, timed
+with the standard library's ``http.client`` (the least a client adds) and with ``httpx`` (a common client, about a
+millisecond slower). The service runs as a separate process (``python -m crossrank.server.command``) so the clients'
+Python does not share its interpreter.
 
     python benchmarks/serve.py --layers 2 --hidden 32 --device cpu --duration 10
     python benchmarks/serve.py --model-dir /path/to/bge-reranker-v2-m3 --device cuda --docs 50 --clients 8,32
@@ -148,14 +150,16 @@ def cpu_model() -> str | None:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
-async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float
-                        ) -> dict[str, Any]:
+async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float,
+                        warm_up: float = 0.0) -> dict[str, Any]:
+    """``clients`` clients each sending requests one after another: ``warm_up`` seconds of this load first, untimed
+    (the service captures a CUDA graph for each new batch shape, as the library's loop did before its timed call),
+    then ``duration`` seconds timed."""
     latencies: list[float] = []
     pairs = 0
     counter = 0
-    stop_at = time.perf_counter() + duration
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: httpx.AsyncClient, stop_at: float) -> None:
         nonlocal pairs, counter
         while time.perf_counter() < stop_at:
             query, docs = requests[counter % len(requests)]
@@ -166,11 +170,18 @@ async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients
             latencies.append(time.perf_counter() - t)
             pairs += len(docs)
 
+    async def load(client: httpx.AsyncClient, seconds: float) -> None:
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(*(client_loop(client, stop_at) for _ in range(clients)))
+
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients)) as client:
         await client.post("/v1/rerank", json={"query": requests[0][0], "documents": requests[0][1]})  # warm-up
+        await load(client, warm_up)
+        latencies.clear()
+        pairs = 0
         before = batch_totals((await client.get("/metrics")).text)
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        await load(client, duration)
         elapsed = time.perf_counter() - started
         after = batch_totals((await client.get("/metrics")).text)
     batches = after["batches"] - before["batches"]
@@ -322,6 +333,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per measurement.")
+    parser.add_argument("--warm-up", type=float, default=3.0,
+                        help="Seconds of each concurrency level's load before it is timed (the library's timed call "
+                             "likewise follows its loop).")
     parser.add_argument("--docs", type=int, default=100, help="Documents per request.")
     parser.add_argument("--clients", default="1,8,32", help="Concurrency levels, comma-separated.")
     parser.add_argument("--latency-docs", type=int, default=100,
@@ -355,7 +369,7 @@ def main() -> None:
         proc, url = start_service(model_dir, args.device, args.max_batch_tokens)
         try:
             for clients in (int(c) for c in args.clients.split(",")):
-                rows.append(asyncio.run(bench_service(url, requests, clients, args.duration)))
+                rows.append(asyncio.run(bench_service(url, requests, clients, args.duration, args.warm_up)))
             # The library again, alive beside the service only now, for the one-request latencies.
             reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
             single_times = alternating_latencies(reranker, url, single)
@@ -377,7 +391,8 @@ def main() -> None:
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
         meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
                 "cpu": cpu_model(), "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens,
-                "duration": args.duration, "model": model, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                "duration": args.duration, "warm_up": args.warm_up, "model": model,
+                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                 "command": " ".join(sys.argv)}
         print(" ".join(f"{k}={v}" for k, v in meta.items()))
         print("| mode | clients | requests | pairs/s | share of the library's one call | p50 ms | p99 ms "
