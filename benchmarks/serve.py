@@ -304,10 +304,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(model_dir: str, device: str, max_batch_tokens: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(model_dir: str, device: str, max_batch_tokens: int, devices: str | None = None
+                  ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "crossrank.server.command", "--model", model_dir, "--device", device,
+    placement = ["--devices", devices] if devices else ["--device", device]
+    cmd = [sys.executable, "-m", "crossrank.server.command", "--model", model_dir, *placement,
            "--port", str(port), "--max-batch-tokens", str(max_batch_tokens), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -332,6 +334,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--devices", help="Several GPUs (e.g. 0,1) for the library and the service alike; "
+                                          "replaces --device.")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per measurement.")
     parser.add_argument("--warm-up", type=float, default=3.0,
                         help="Seconds of each concurrency level's load before it is timed (the library's timed call "
@@ -361,17 +365,19 @@ def main() -> None:
                                                                 hidden=args.hidden, heads=args.heads))
         requests = make_requests(64, args.docs)
         single = make_requests(args.latency_requests, args.latency_docs, seed=2)
-        reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
+        reranker = Reranker(model_dir, device=args.device, devices=args.devices,
+                            max_batch_tokens=args.max_batch_tokens)
         rows = [bench_library(reranker, requests, args.duration), bench_library_one_call(reranker, requests)]
         tokens = statistics.median(len(e) for e in reranker.encode([(q, d) for q, docs in requests[:4] for d in docs]))
         reranker.close()
         del reranker  # free the device before the service loads its own copy
-        proc, url = start_service(model_dir, args.device, args.max_batch_tokens)
+        proc, url = start_service(model_dir, args.device, args.max_batch_tokens, args.devices)
         try:
             for clients in (int(c) for c in args.clients.split(",")):
                 rows.append(asyncio.run(bench_service(url, requests, clients, args.duration, args.warm_up)))
             # The library again, alive beside the service only now, for the one-request latencies.
-            reranker = Reranker(model_dir, device=args.device, max_batch_tokens=args.max_batch_tokens)
+            reranker = Reranker(model_dir, device=args.device, devices=args.devices,
+                                max_batch_tokens=args.max_batch_tokens)
             single_times = alternating_latencies(reranker, url, single)
             reranker.close()
         finally:
@@ -389,7 +395,8 @@ def main() -> None:
         latency["httpx_extra_p50_ms"] = 1000 * statistics.median(
             a - b for a, b in zip(single_times["service_httpx"], single_times["service_http_client"], strict=True))
         model = args.model_dir or f"random {args.layers} layers x hidden {args.hidden}"
-        meta = {"device": args.device, "gpu": gpu_name(args.device), "machine": platform.node(),
+        placement = args.devices or args.device
+        meta = {"device": placement, "gpu": gpu_name(placement), "machine": platform.node(),
                 "cpu": cpu_model(), "cpus": os.cpu_count(), "docs": args.docs, "median_pair_tokens": tokens,
                 "duration": args.duration, "warm_up": args.warm_up, "model": model,
                 "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -412,7 +419,8 @@ def main() -> None:
 
 
 def gpu_name(device: str) -> str | None:
-    if not device.startswith("cuda"):
+    """The GPU's name where ``device`` (a ``--device`` or a ``--devices`` list) names GPUs, else None."""
+    if not (device.startswith("cuda") or device[:1].isdigit() or device == "all"):
         return None
     import torch
 
@@ -425,7 +433,7 @@ def soak(args: argparse.Namespace) -> None:
                                                                 hidden=args.hidden, heads=args.heads))
         # Many distinct requests of varying passage lengths, so that batch shapes keep changing.
         requests = make_requests(256, args.docs, seed=1)
-        proc, url = start_service(model_dir, args.device, args.max_batch_tokens)
+        proc, url = start_service(model_dir, args.device, args.max_batch_tokens, args.devices)
         try:
             row = asyncio.run(soak_service(url, proc.pid, requests, args.soak_clients, args.soak, args.sample_every,
                                            args.warm_up_share))
