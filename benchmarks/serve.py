@@ -153,7 +153,7 @@ def cpu_model() -> str | None:
 async def bench_service(url: str, requests: list[tuple[str, list[str]]], clients: int, duration: float,
                         warm_up: float = 0.0) -> dict[str, Any]:
     """``clients`` clients each sending requests one after another: ``warm_up`` seconds of this load first, untimed
-    (the service captures a CUDA graph for each new batch shape, as the library's loop did before its timed call),
+    (the service meets new batch shapes in its first seconds, as the library did in its loop before its timed call),
     then ``duration`` seconds timed."""
     latencies: list[float] = []
     pairs = 0
@@ -418,13 +418,13 @@ def main() -> None:
             Path(args.json).write_text(json.dumps({**meta, "rows": rows, "latency": latency}, indent=2))
 
 
-def gpu_name(device: str) -> str | None:
-    """The GPU's name where ``device`` (a ``--device`` or a ``--devices`` list) names GPUs, else None."""
-    if not (device.startswith("cuda") or device[:1].isdigit() or device == "all"):
+def gpu_name(placement: str) -> str | None:
+    """The GPU's name where ``placement`` (``--device`` or ``--devices``) runs on one, else None."""
+    if "cpu" in placement:
         return None
     import torch
 
-    return torch.cuda.get_device_name()
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def soak(args: argparse.Namespace) -> None:
